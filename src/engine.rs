@@ -1,0 +1,303 @@
+//! The one place the pipeline is wired:
+//! reference → rule (no I/O) → resolve tag to digest → signatures → verify → verdict.
+//!
+//! The CLI and the webhook both call [`Engine::verify_image`], so they give the same answer for
+//! the same image and policy.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::evidence;
+use crate::policy::{DefaultAction, Match, Policy, Rule, RuleAction};
+use crate::reference::{Digest, ImageRef};
+use crate::registry::{RegistryClient, RegistryError};
+use crate::verdict::{AllowBasis, DenyReason, ImageVerdict, Verdict};
+use crate::verify::{self, SignatureOutcome, TrustedKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// The verification engine. Cheap to share behind an `Arc`; no locks on the request path.
+pub struct Engine {
+    policy: Policy,
+    registry: RegistryClient,
+    max_signatures: usize,
+    deadline: Duration,
+}
+
+impl Engine {
+    pub fn new(config: &Config) -> Result<Self, EngineError> {
+        let registry = RegistryClient::new(config.registries.clone(), config.limits)?;
+        Ok(Self {
+            policy: config.policy.clone(),
+            registry,
+            max_signatures: config.max_signatures,
+            deadline: config.server.review_timeout,
+        })
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Decides one image. Never fails: every error is a denial naming the cause.
+    pub async fn verify_image(&self, image: &str, namespace: Option<&str>) -> ImageVerdict {
+        let verdict = |reference: Option<&ImageRef>, rule: Option<&Rule>, verdict| ImageVerdict {
+            image: image.to_owned(),
+            reference: reference.map(ToString::to_string),
+            digest: None,
+            rule: rule.map(|r| r.name.clone()),
+            verdict,
+        };
+        let reference = match ImageRef::parse(image) {
+            Ok(r) => r,
+            Err(e) => {
+                return verdict(
+                    None,
+                    None,
+                    Verdict::deny(DenyReason::InvalidReference {
+                        error: e.to_string(),
+                    }),
+                )
+            }
+        };
+        let rule = match self.policy.find(&reference, namespace) {
+            Match::Default(DefaultAction::Allow) => {
+                return verdict(
+                    Some(&reference),
+                    None,
+                    Verdict::Allowed {
+                        basis: AllowBasis::DefaultAllow,
+                    },
+                )
+            }
+            Match::Default(DefaultAction::Deny) => {
+                return verdict(
+                    Some(&reference),
+                    None,
+                    Verdict::deny(DenyReason::NoRuleMatches),
+                )
+            }
+            Match::Rule(rule) => rule,
+        };
+        let tag_reasons = tag_violations(rule, &reference);
+        if !tag_reasons.is_empty() {
+            return verdict(
+                Some(&reference),
+                Some(rule),
+                Verdict::Denied {
+                    reasons: tag_reasons,
+                },
+            );
+        }
+        match &rule.action {
+            RuleAction::Allow => verdict(
+                Some(&reference),
+                Some(rule),
+                Verdict::Allowed {
+                    basis: AllowBasis::RuleAllows {
+                        rule: rule.name.clone(),
+                    },
+                },
+            ),
+            RuleAction::Deny => verdict(
+                Some(&reference),
+                Some(rule),
+                Verdict::deny(DenyReason::RuleDenies {
+                    rule: rule.name.clone(),
+                }),
+            ),
+            RuleAction::RequireSignature { keys } => {
+                let work = self.verify_signed(&reference, rule, keys);
+                let (digest, v) = match tokio::time::timeout(self.deadline, work).await {
+                    Ok(r) => r,
+                    Err(_) => (
+                        reference.digest().cloned(),
+                        Verdict::deny(DenyReason::DeadlineExceeded {
+                            seconds: self.deadline.as_secs(),
+                        }),
+                    ),
+                };
+                verdict(Some(&reference), Some(rule), v).with_digest(digest.as_ref())
+            }
+        }
+    }
+
+    /// Resolves the digest, then looks for one signature by a trusted key.
+    async fn verify_signed(
+        &self,
+        reference: &ImageRef,
+        rule: &Rule,
+        keys: &[TrustedKey],
+    ) -> (Option<Digest>, Verdict) {
+        let repo = reference.repository();
+        let manifest = match self
+            .registry
+            .fetch_manifest(repo, &reference.manifest_reference())
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                return (
+                    reference.digest().cloned(),
+                    Verdict::deny(DenyReason::from_registry(&e)),
+                )
+            }
+        };
+        let digest = manifest.digest;
+        let v = self.check_signatures(reference, &digest, rule, keys).await;
+        (Some(digest), v)
+    }
+
+    async fn check_signatures(
+        &self,
+        reference: &ImageRef,
+        digest: &Digest,
+        rule: &Rule,
+        keys: &[TrustedKey],
+    ) -> Verdict {
+        let repo = reference.repository();
+        let artifact = match evidence::signature_artifact(&self.registry, repo, digest).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Verdict::deny(DenyReason::NoSignatures {
+                    location: evidence::signature_location(repo, digest),
+                })
+            }
+            Err(e) => return Verdict::deny(registry_reason(&e)),
+        };
+        let (layers, others) = artifact.signature_layers();
+        if layers.is_empty() {
+            return Verdict::deny(DenyReason::NoSignatureLayers {
+                location: artifact.location.clone(),
+                layers: others,
+            });
+        }
+        let mut tally = Tally::default();
+        for layer in layers.iter().take(self.max_signatures) {
+            let payload = match self.registry.fetch_blob(repo, &layer.blob).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tally.fetch_errors.push(registry_reason(&e));
+                    continue;
+                }
+            };
+            match verify::simple_signing(&payload, &layer.signature, digest, keys) {
+                SignatureOutcome::Verified { key_index } => {
+                    let key = keys
+                        .get(key_index)
+                        .map_or_else(String::new, |k| k.name().to_owned());
+                    return Verdict::Allowed {
+                        basis: AllowBasis::Signature {
+                            rule: rule.name.clone(),
+                            key,
+                            location: artifact.location.clone(),
+                        },
+                    };
+                }
+                outcome => tally.add(outcome),
+            }
+        }
+        Verdict::Denied {
+            reasons: tally.reasons(
+                &artifact.location,
+                keys.len(),
+                layers.len(),
+                self.max_signatures,
+            ),
+        }
+    }
+}
+
+/// Why no signature layer passed, kept per kind so the reason says what actually happened.
+#[derive(Default)]
+struct Tally {
+    not_trusted: usize,
+    malformed: Vec<String>,
+    other_digest: Vec<String>,
+    wrong_type: Vec<String>,
+    fetch_errors: Vec<DenyReason>,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: SignatureOutcome) {
+        match outcome {
+            SignatureOutcome::Verified { .. } => {}
+            SignatureOutcome::NotTrusted => self.not_trusted += 1,
+            SignatureOutcome::Malformed(m) => self.malformed.push(m),
+            SignatureOutcome::OtherDigest(d) => self.other_digest.push(d),
+            SignatureOutcome::WrongType(t) => self.wrong_type.push(t),
+        }
+    }
+
+    fn reasons(self, location: &str, keys: usize, total: usize, max: usize) -> Vec<DenyReason> {
+        let location = location.to_owned();
+        let mut out = Vec::new();
+        if let Some(d) = self.other_digest.into_iter().next() {
+            out.push(DenyReason::PayloadForOtherDigest {
+                location: location.clone(),
+                payload_digest: d,
+            });
+        }
+        if let Some(t) = self.wrong_type.into_iter().next() {
+            out.push(DenyReason::PayloadWrongType {
+                location: location.clone(),
+                found: t,
+            });
+        }
+        if let Some(m) = self.malformed.into_iter().next() {
+            out.push(DenyReason::SignatureInvalid {
+                location: location.clone(),
+                detail: m,
+            });
+        }
+        if self.not_trusted > 0 {
+            out.push(DenyReason::UntrustedSignatures {
+                location: location.clone(),
+                signatures: self.not_trusted,
+                keys,
+            });
+        }
+        out.extend(self.fetch_errors);
+        if total > max {
+            out.push(DenyReason::SignatureInvalid {
+                location,
+                detail: format!("only the first {max} of {total} signatures were examined (limits.maxSignatures)"),
+            });
+        }
+        out
+    }
+}
+
+/// A registry error while fetching evidence: a 404 here means the artifact vanished, not that
+/// the image is missing.
+fn registry_reason(e: &RegistryError) -> DenyReason {
+    DenyReason::Registry {
+        failure: e.failure(),
+        detail: e.to_string(),
+    }
+}
+
+/// Tag constraints, checked before any network I/O.
+fn tag_violations(rule: &Rule, reference: &ImageRef) -> Vec<DenyReason> {
+    let mut out = Vec::new();
+    if rule.tags.forbid_latest && reference.digest().is_none() && reference.tag() == Some("latest")
+    {
+        out.push(DenyReason::LatestTagForbidden {
+            rule: rule.name.clone(),
+        });
+    }
+    if rule.tags.require_digest && reference.digest().is_none() {
+        out.push(DenyReason::DigestRequired {
+            rule: rule.name.clone(),
+        });
+    }
+    out
+}
