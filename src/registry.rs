@@ -61,7 +61,7 @@ pub struct RegistrySettings {
 pub enum RegistryError {
     #[error("{url} not found (HTTP 404)")]
     NotFound { url: String },
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", error_chain(source))]
     Connect {
         url: String,
         #[source]
@@ -120,7 +120,7 @@ pub enum RegistryError {
     },
     #[error("{url}: invalid descriptor digest {digest:?}")]
     BadDescriptor { url: String, digest: String },
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", error_chain(source))]
     Transport {
         url: String,
         #[source]
@@ -595,6 +595,20 @@ fn transport_error(url: &str, e: reqwest::Error, limits: Limits) -> RegistryErro
     } else {
         RegistryError::Transport { url, source: e }
     }
+}
+
+/// `outer: inner: innermost`, so a TLS or DNS cause reaches the reason.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }
 
 /// Reads at most `limit` bytes of body; a longer body is an error, not a truncation.

@@ -25,7 +25,11 @@ async fn every_starter_fixture_gets_its_expected_signature_verdict() {
         }
         for r in refs {
             let v = engine.verify_image(&r, None).await;
-            let got = if v.verdict.is_allowed() { "allow" } else { "deny" };
+            let got = if v.verdict.is_allowed() {
+                "allow"
+            } else {
+                "deny"
+            };
             assert_eq!(got, expect, "{name} ({r}): {v}");
             assert_eq!(v.digest.as_deref(), f["digest"].as_str(), "{name}: digest");
             checked += 1;
@@ -54,18 +58,32 @@ async fn reasons_distinguish_unsigned_untrusted_and_missing() {
         .verify_image(&format!("{}/starter/unsigned:v1", reg.addr), None)
         .await;
     let text = unsigned.to_string();
-    assert!(matches!(&unsigned.verdict, Verdict::Denied { reasons } if matches!(reasons[0], DenyReason::NoSignatures { .. })), "{text}");
-    assert!(text.contains("starter/unsigned:v1") && text.contains(".sig"), "{text}");
+    assert!(
+        matches!(&unsigned.verdict, Verdict::Denied { reasons } if matches!(reasons[0], DenyReason::NoSignatures { .. })),
+        "{text}"
+    );
+    assert!(
+        text.contains("starter/unsigned:v1") && text.contains(".sig"),
+        "{text}"
+    );
 
     let untrusted = engine
         .verify_image(&format!("{}/starter/signed-untrusted:v1", reg.addr), None)
         .await;
-    assert!(untrusted.to_string().contains("signed, but not by a trusted key"), "{untrusted}");
+    assert!(
+        untrusted
+            .to_string()
+            .contains("signed, but not by a trusted key"),
+        "{untrusted}"
+    );
 
     let missing = engine
         .verify_image(&format!("{}/starter/nope:v1", reg.addr), None)
         .await;
-    assert!(matches!(&missing.verdict, Verdict::Denied { reasons } if matches!(reasons[0], DenyReason::ImageNotFound { .. })), "{missing}");
+    assert!(
+        matches!(&missing.verdict, Verdict::Denied { reasons } if matches!(reasons[0], DenyReason::ImageNotFound { .. })),
+        "{missing}"
+    );
     assert!(missing.to_string().contains("image not found"), "{missing}");
 }
 
@@ -73,11 +91,20 @@ async fn reasons_distinguish_unsigned_untrusted_and_missing() {
 async fn the_same_digest_in_an_unsigned_repository_is_unsigned() {
     let reg = TestRegistry::starter().await;
     let digest = "sha256:8e6cba58cced9bc2ff1f761e3052122cab0205520c4b69267bcf8462cd6bbf23";
-    reg.copy_image(None, "starter/signed-cosign", digest, "elsewhere/copy", "v1")
-        .await;
+    reg.copy_image(
+        None,
+        "starter/signed-cosign",
+        digest,
+        "elsewhere/copy",
+        "v1",
+    )
+    .await;
     let (_dir, engine) = engine(&signed_only_config(&reg.addr, &[trusted_pub()]));
     let original = engine
-        .verify_image(&format!("{}/starter/signed-cosign@{digest}", reg.addr), None)
+        .verify_image(
+            &format!("{}/starter/signed-cosign@{digest}", reg.addr),
+            None,
+        )
         .await;
     assert!(original.verdict.is_allowed(), "{original}");
     let copy = engine

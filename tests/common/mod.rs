@@ -41,7 +41,10 @@ pub fn require_binary(bin: &str, package: &str) -> PathBuf {
             return p;
         }
     }
-    for p in [Path::new("/usr/bin").join(bin), Path::new("/usr/sbin").join(bin)] {
+    for p in [
+        Path::new("/usr/bin").join(bin),
+        Path::new("/usr/sbin").join(bin),
+    ] {
         if p.is_file() {
             return p;
         }
@@ -157,7 +160,10 @@ impl TestRegistry {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("docker-registry did not start listening on {} within 15 s", self.addr);
+        panic!(
+            "docker-registry did not start listening on {} within 15 s",
+            self.addr
+        );
     }
 
     /// `$REGISTRY` substituted.
@@ -228,7 +234,12 @@ impl TestRegistry {
             .await
             .unwrap();
         let status = resp.status();
-        assert_eq!(status, 201, "pushing {repo}:{reference}: {}", resp.text().await.unwrap());
+        assert_eq!(
+            status,
+            201,
+            "pushing {repo}:{reference}: {}",
+            resp.text().await.unwrap()
+        );
     }
 
     /// Fetches a manifest's raw bytes (for copying images between repositories).
@@ -245,15 +256,28 @@ impl TestRegistry {
     }
 
     /// Copies an image manifest and its blobs from one repository to another (tag `tag`).
-    pub async fn copy_image(&self, ca: Option<&str>, from: &str, digest: &str, to: &str, tag: &str) {
+    pub async fn copy_image(
+        &self,
+        ca: Option<&str>,
+        from: &str,
+        digest: &str,
+        to: &str,
+        tag: &str,
+    ) {
         let accept = portcullis::registry::manifest::ACCEPT_MANIFESTS;
-        let bytes = self.get(ca, &format!("/v2/{from}/manifests/{digest}"), accept).await;
+        let bytes = self
+            .get(ca, &format!("/v2/{from}/manifests/{digest}"), accept)
+            .await;
         let m: Value = serde_json::from_slice(&bytes).unwrap();
         let mut descs = vec![m["config"].clone()];
         descs.extend(m["layers"].as_array().unwrap().iter().cloned());
         for d in descs {
             let blob = self
-                .get(ca, &format!("/v2/{from}/blobs/{}", d["digest"].as_str().unwrap()), "*/*")
+                .get(
+                    ca,
+                    &format!("/v2/{from}/blobs/{}", d["digest"].as_str().unwrap()),
+                    "*/*",
+                )
                 .await;
             self.push_blob(ca, to, &blob).await;
         }
@@ -313,7 +337,10 @@ pub fn write_config(yaml: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// A config trusting `keys` for every image of `registry` (plain HTTP).
 pub fn signed_only_config(registry: &str, keys: &[PathBuf]) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("{:?}", k.display().to_string())).collect();
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{:?}", k.display().to_string()))
+        .collect();
     format!(
         "registries:\n  \"{registry}\": {{insecure: true}}\nrules:\n  - name: signed-only\n    images: [\"{registry}/**\"]\n    signatures: {{keys: [{}]}}\ndefaultAction: deny\n",
         keys.join(", ")
