@@ -413,6 +413,7 @@ fn rule(c: &mut Checker<'_>, i: usize, r: &file::RuleFile) -> Option<Rule> {
             require_digest: r.tags.require_digest,
         },
         action,
+        break_glass: r.break_glass,
         fingerprint: 0,
     };
     rule.fingerprint = rule.compute_fingerprint(&key_material);

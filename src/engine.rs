@@ -4,13 +4,16 @@
 //! The CLI and the webhook both call [`Engine::verify_image`], so they give the same answer for
 //! the same image and policy.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::{Source, VerdictCache, VerdictKey};
 use crate::config::Config;
 use crate::evidence;
 use crate::policy::{DefaultAction, Match, Policy, Rule, RuleAction};
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{RegistryClient, RegistryError};
+use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::telemetry::{Metrics, ResultLabel};
 use crate::verdict::{AllowBasis, DenyReason, ImageVerdict, Verdict};
 use crate::verify::{self, SignatureOutcome, TrustedKey};
 
@@ -20,20 +23,37 @@ pub enum EngineError {
     Registry(#[from] RegistryError),
 }
 
-/// The verification engine. Cheap to share behind an `Arc`; no locks on the request path.
+/// What the caller knows about the request besides the images.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The pod's namespace (webhook) or `--namespace` (CLI).
+    pub namespace: Option<String>,
+    /// The pod carries `alpha.image-policy.k8s.io/break-glass: "true"`.
+    pub break_glass: bool,
+}
+
+/// The verification engine. Share it behind an `Arc`; no locks on the request path.
 pub struct Engine {
     policy: Policy,
     registry: RegistryClient,
+    cache: VerdictCache,
+    metrics: Arc<Metrics>,
     max_signatures: usize,
     deadline: Duration,
 }
 
 impl Engine {
     pub fn new(config: &Config) -> Result<Self, EngineError> {
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    pub fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let registry = RegistryClient::new(config.registries.clone(), config.limits)?;
         Ok(Self {
             policy: config.policy.clone(),
             registry,
+            cache: VerdictCache::new(&config.cache),
+            metrics,
             max_signatures: config.max_signatures,
             deadline: config.server.review_timeout,
         })
@@ -47,14 +67,38 @@ impl Engine {
         &self.policy
     }
 
-    /// Decides one image. Never fails: every error is a denial naming the cause.
+    pub fn cache(&self) -> &VerdictCache {
+        &self.cache
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Per-image verification deadline (`server.reviewTimeout`).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Decides one image in `namespace` (see [`Engine::decide`]).
     pub async fn verify_image(&self, image: &str, namespace: Option<&str>) -> ImageVerdict {
+        let ctx = Context {
+            namespace: namespace.map(str::to_owned),
+            break_glass: false,
+        };
+        self.decide(image, &ctx).await
+    }
+
+    /// Decides one image. Never fails: every error is a denial naming the cause. Bounded by the
+    /// engine's deadline.
+    pub async fn decide(&self, image: &str, ctx: &Context) -> ImageVerdict {
         let verdict = |reference: Option<&ImageRef>, rule: Option<&Rule>, verdict| ImageVerdict {
             image: image.to_owned(),
             reference: reference.map(ToString::to_string),
             digest: None,
             rule: rule.map(|r| r.name.clone()),
             verdict,
+            source: Source::Fresh,
         };
         let reference = match ImageRef::parse(image) {
             Ok(r) => r,
@@ -68,7 +112,7 @@ impl Engine {
                 )
             }
         };
-        let rule = match self.policy.find(&reference, namespace) {
+        let rule = match self.policy.find(&reference, ctx.namespace.as_deref()) {
             Match::Default(DefaultAction::Allow) => {
                 return verdict(
                     Some(&reference),
@@ -79,14 +123,22 @@ impl Engine {
                 )
             }
             Match::Default(DefaultAction::Deny) => {
-                return verdict(
-                    Some(&reference),
-                    None,
-                    Verdict::deny(DenyReason::NoRuleMatches),
-                )
+                return verdict(Some(&reference), None, Verdict::deny(DenyReason::NoRuleMatches))
             }
             Match::Rule(rule) => rule,
         };
+        if ctx.break_glass && rule.break_glass {
+            tracing::warn!(image, rule = %rule.name, namespace = ?ctx.namespace, "break-glass admission");
+            return verdict(
+                Some(&reference),
+                Some(rule),
+                Verdict::Allowed {
+                    basis: AllowBasis::BreakGlass {
+                        rule: rule.name.clone(),
+                    },
+                },
+            );
+        }
         let tag_reasons = tag_violations(rule, &reference);
         if !tag_reasons.is_empty() {
             return verdict(
@@ -116,44 +168,85 @@ impl Engine {
             ),
             RuleAction::RequireSignature { keys } => {
                 let work = self.verify_signed(&reference, rule, keys);
-                let (digest, v) = match tokio::time::timeout(self.deadline, work).await {
+                let (digest, v, source) = match tokio::time::timeout(self.deadline, work).await {
                     Ok(r) => r,
                     Err(_) => (
                         reference.digest().cloned(),
                         Verdict::deny(DenyReason::DeadlineExceeded {
                             seconds: self.deadline.as_secs(),
                         }),
+                        Source::Fresh,
                     ),
                 };
-                verdict(Some(&reference), Some(rule), v).with_digest(digest.as_ref())
+                let mut out = verdict(Some(&reference), Some(rule), v).with_digest(digest.as_ref());
+                out.source = source;
+                out
             }
         }
     }
 
-    /// Resolves the digest, then looks for one signature by a trusted key.
+    /// Resolves the digest (through the manifest cache), then the verdict for
+    /// (repository, digest, rule) through the verdict cache.
     async fn verify_signed(
         &self,
         reference: &ImageRef,
         rule: &Rule,
         keys: &[TrustedKey],
-    ) -> (Option<Digest>, Verdict) {
+    ) -> (Option<Digest>, Verdict, Source) {
         let repo = reference.repository();
-        let manifest = match self
-            .registry
-            .fetch_manifest(repo, &reference.manifest_reference())
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                return (
-                    reference.digest().cloned(),
-                    Verdict::deny(DenyReason::from_registry(&e)),
-                )
-            }
+        let digest = match reference.digest() {
+            Some(d) => d.clone(),
+            None => match self.manifest(reference, &reference.manifest_reference()).await {
+                Ok(m) => m.digest.clone(),
+                Err(e) => {
+                    return (None, Verdict::deny(DenyReason::from_registry(&e)), Source::Fresh)
+                }
+            },
         };
-        let digest = manifest.digest;
-        let v = self.check_signatures(reference, &digest, rule, keys).await;
-        (Some(digest), v)
+        let key = VerdictKey {
+            repository: repo.clone(),
+            digest: digest.clone(),
+            rule_fingerprint: rule.fingerprint,
+        };
+        let fresh = async {
+            let started = std::time::Instant::now();
+            // Pinned by digest: make sure the image exists in this repository (by tag: it
+            // was just resolved, and the manifest cache answers).
+            let v = match self.manifest(reference, &digest.to_string()).await {
+                Ok(_) => self.check_signatures(reference, &digest, rule, keys).await,
+                Err(e) => Verdict::deny(DenyReason::from_registry(&e)),
+            };
+            self.metrics
+                .verification_seconds
+                .observe(started.elapsed().as_secs_f64());
+            v
+        };
+        let (v, source) = self.cache.verdict(key, fresh).await;
+        let result = match source {
+            Source::Fresh => "miss",
+            Source::Cache => "hit",
+            Source::Coalesced => "coalesced",
+        };
+        self.metrics.cache.get_or_create(&ResultLabel { result }).inc();
+        (Some(digest), v, source)
+    }
+
+    /// A manifest through the manifest cache. A tag resolution also caches the manifest
+    /// under its digest, so verifying it next costs no request.
+    async fn manifest(
+        &self,
+        reference: &ImageRef,
+        manifest_ref: &str,
+    ) -> Result<Arc<FetchedManifest>, Arc<RegistryError>> {
+        let repo = reference.repository();
+        let m = self
+            .cache
+            .manifest(repo, manifest_ref, self.registry.fetch_manifest(repo, manifest_ref))
+            .await?;
+        if manifest_ref != m.digest.to_string() {
+            self.cache.put_manifest(repo, Arc::clone(&m)).await;
+        }
+        Ok(m)
     }
 
     async fn check_signatures(

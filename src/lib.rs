@@ -18,6 +18,7 @@
 //! [`engine::Engine`] wires these stages; `cli` and `server` are thin adapters over it.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -25,6 +26,7 @@ pub mod evidence;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+pub mod review;
 pub mod telemetry;
 pub mod verdict;
 pub mod verify;

@@ -144,6 +144,8 @@ pub struct Rule {
     pub namespaces: Option<Vec<String>>,
     pub tags: TagPolicy,
     pub action: RuleAction,
+    /// Honour the pod annotation `alpha.image-policy.k8s.io/break-glass: "true"`.
+    pub break_glass: bool,
     /// Changes whenever anything that affects this rule's verdicts changes (cache key part).
     pub fingerprint: u64,
 }
@@ -171,6 +173,7 @@ impl Rule {
         }
         self.namespaces.hash(&mut h);
         self.tags.hash(&mut h);
+        self.break_glass.hash(&mut h);
         match &self.action {
             RuleAction::Allow => 1u8.hash(&mut h),
             RuleAction::Deny => 2u8.hash(&mut h),
@@ -291,6 +294,7 @@ mod tests {
             namespaces: ns.map(|v| v.into_iter().map(String::from).collect()),
             tags: TagPolicy::default(),
             action,
+            break_glass: false,
             fingerprint: 0,
         };
         let p = Policy {

@@ -176,6 +176,8 @@ pub enum AllowBasis {
     RuleAllows { rule: String },
     /// `defaultAction: allow` and no rule matched.
     DefaultAllow,
+    /// The pod asked for break-glass and the rule honours it (audited).
+    BreakGlass { rule: String },
     /// A signature verified with a trusted key.
     Signature {
         rule: String,
@@ -189,6 +191,10 @@ impl fmt::Display for AllowBasis {
         match self {
             Self::RuleAllows { rule } => write!(f, "allowed by rule {rule:?} (action: allow)"),
             Self::DefaultAllow => write!(f, "no rule matches; defaultAction is allow"),
+            Self::BreakGlass { rule } => write!(
+                f,
+                "BREAK-GLASS: admitted without verification (rule {rule:?} honours alpha.image-policy.k8s.io/break-glass)"
+            ),
             Self::Signature { rule, key, .. } => {
                 write!(f, "signature verified with key {key} (rule {rule:?})")
             }
@@ -239,6 +245,8 @@ pub struct ImageVerdict {
     pub rule: Option<String>,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Whether the verdict was computed now or came from the cache.
+    pub source: crate::cache::Source,
 }
 
 impl ImageVerdict {
@@ -305,6 +313,7 @@ mod tests {
             reference: Some("docker.io/library/app:1".into()),
             digest: Some("sha256:ab".into()),
             rule: Some("prod".into()),
+            source: crate::cache::Source::Fresh,
             verdict: Verdict::deny(DenyReason::NoSignatures {
                 location: "docker.io/library/app:sha256-ab.sig".into(),
             }),

@@ -64,6 +64,8 @@ pub struct RuleFile {
     pub signatures: Option<SignaturesFile>,
     #[serde(default)]
     pub action: Option<String>,
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
