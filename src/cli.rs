@@ -39,6 +39,12 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Serve kube-apiserver's ImageReviews (ImagePolicyWebhook backend).
+    Serve {
+        /// Config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config file and print every problem.
     CheckConfig {
         /// Config file (YAML).

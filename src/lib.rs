@@ -27,6 +27,7 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod review;
+pub mod server;
 pub mod telemetry;
 pub mod verdict;
 pub mod verify;

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
             });
         }
     };
-    telemetry::init(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    telemetry::init(cli.log_format, level);
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -32,6 +33,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Serve { config: path } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(portcullis::server::run(path))?;
+            Ok(exit::ALLOWED)
+        }
         Command::CheckConfig { config: path } => {
             let c = config::load(&path)?;
             println!(
