@@ -6,7 +6,7 @@
 pub mod pki;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -68,6 +68,8 @@ pub struct RegistryOptions {
     pub tls: Option<pki::Leaf>,
     /// Require basic auth (htpasswd, bcrypt) for this user and password.
     pub htpasswd: Option<(String, String)>,
+    /// Write the registry's access log (to count the requests it served).
+    pub access_log: bool,
 }
 
 /// A running `docker-registry`, stopped and deleted on drop.
@@ -76,6 +78,7 @@ pub struct TestRegistry {
     pub addr: String,
     pub scheme: &'static str,
     pub credentials: Option<(String, String)>,
+    log_path: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -108,7 +111,8 @@ impl TestRegistry {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: portcullis-test-not-a-secret\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: portcullis-test-not-a-secret\n",
+            !opts.access_log,
             storage.display()
         );
         if let Some(leaf) = &opts.tls {
@@ -133,11 +137,13 @@ impl TestRegistry {
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("registry.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
@@ -145,6 +151,7 @@ impl TestRegistry {
             addr,
             scheme,
             credentials: opts.htpasswd.clone(),
+            log_path,
             child,
             _dir: dir,
         };
@@ -164,6 +171,15 @@ impl TestRegistry {
             "docker-registry did not start listening on {} within 15 s",
             self.addr
         );
+    }
+
+    /// Access-log lines of GET requests whose path contains `needle` (needs `access_log`).
+    pub fn served(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(needle))
+            .count()
     }
 
     /// `$REGISTRY` substituted.
