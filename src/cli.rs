@@ -45,6 +45,15 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Make a throwaway CA, a server certificate and a kube-apiserver client certificate.
+    DevCerts {
+        /// Output directory.
+        #[arg(long, default_value = "tls")]
+        out: PathBuf,
+        /// Server certificate names (DNS names or IPs), e.g. portcullis.portcullis.svc.
+        #[arg(long = "san", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        sans: Vec<String>,
+    },
     /// Validate a config file and print every problem.
     CheckConfig {
         /// Config file (YAML).

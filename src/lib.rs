@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod evidence;
+pub mod pki;
 pub mod policy;
 pub mod reference;
 pub mod registry;

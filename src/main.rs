@@ -41,6 +41,12 @@ fn run(command: Command) -> anyhow::Result<u8> {
             rt.block_on(portcullis::server::run(path))?;
             Ok(exit::ALLOWED)
         }
+        Command::DevCerts { out, sans } => {
+            for p in portcullis::pki::generate(&out, &sans)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(exit::ALLOWED)
+        }
         Command::CheckConfig { config: path } => {
             let c = config::load(&path)?;
             println!(
