@@ -123,7 +123,11 @@ impl Engine {
                 )
             }
             Match::Default(DefaultAction::Deny) => {
-                return verdict(Some(&reference), None, Verdict::deny(DenyReason::NoRuleMatches))
+                return verdict(
+                    Some(&reference),
+                    None,
+                    Verdict::deny(DenyReason::NoRuleMatches),
+                )
             }
             Match::Rule(rule) => rule,
         };
@@ -196,10 +200,17 @@ impl Engine {
         let repo = reference.repository();
         let digest = match reference.digest() {
             Some(d) => d.clone(),
-            None => match self.manifest(reference, &reference.manifest_reference()).await {
+            None => match self
+                .manifest(reference, &reference.manifest_reference())
+                .await
+            {
                 Ok(m) => m.digest.clone(),
                 Err(e) => {
-                    return (None, Verdict::deny(DenyReason::from_registry(&e)), Source::Fresh)
+                    return (
+                        None,
+                        Verdict::deny(DenyReason::from_registry(&e)),
+                        Source::Fresh,
+                    )
                 }
             },
         };
@@ -227,7 +238,10 @@ impl Engine {
             Source::Cache => "hit",
             Source::Coalesced => "coalesced",
         };
-        self.metrics.cache.get_or_create(&ResultLabel { result }).inc();
+        self.metrics
+            .cache
+            .get_or_create(&ResultLabel { result })
+            .inc();
         (Some(digest), v, source)
     }
 
@@ -241,7 +255,11 @@ impl Engine {
         let repo = reference.repository();
         let m = self
             .cache
-            .manifest(repo, manifest_ref, self.registry.fetch_manifest(repo, manifest_ref))
+            .manifest(
+                repo,
+                manifest_ref,
+                self.registry.fetch_manifest(repo, manifest_ref),
+            )
             .await?;
         if manifest_ref != m.digest.to_string() {
             self.cache.put_manifest(repo, Arc::clone(&m)).await;
@@ -360,9 +378,10 @@ impl Tally {
         }
         out.extend(self.fetch_errors);
         if total > max {
-            out.push(DenyReason::SignatureInvalid {
+            out.push(DenyReason::TooManySignatures {
                 location,
-                detail: format!("only the first {max} of {total} signatures were examined (limits.maxSignatures)"),
+                examined: max,
+                total,
             });
         }
         out

@@ -20,7 +20,11 @@ fn main() -> ExitCode {
             });
         }
     };
-    let level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     telemetry::init(cli.log_format, level);
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),

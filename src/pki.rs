@@ -80,9 +80,20 @@ pub fn generate(out: &Path, sans: &[String]) -> Result<Vec<PathBuf>, PkiError> {
     write(out, "server.crt", &server_cert.pem(), false)?;
     write(out, "server.key", &server_key.serialize_pem(), true)?;
     write(out, "apiserver-client.crt", &client_cert.pem(), false)?;
-    write(out, "apiserver-client.key", &client_key.serialize_pem(), true)?;
-    Ok(["ca.crt", "server.crt", "server.key", "apiserver-client.crt", "apiserver-client.key"]
-        .iter()
-        .map(|n| out.join(n))
-        .collect())
+    write(
+        out,
+        "apiserver-client.key",
+        &client_key.serialize_pem(),
+        true,
+    )?;
+    Ok([
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "apiserver-client.crt",
+        "apiserver-client.key",
+    ]
+    .iter()
+    .map(|n| out.join(n))
+    .collect())
 }

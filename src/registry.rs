@@ -67,8 +67,18 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{url} did not answer within {seconds}s")]
-    Timeout { url: String, seconds: u64 },
+    #[error("{url} {phase} within {}", humantime::format_duration(*limit))]
+    Timeout {
+        url: String,
+        phase: TimeoutPhase,
+        limit: Duration,
+    },
+    #[error("{url}: bad redirect: {}", error_chain(source))]
+    Redirect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{url} answered HTTP 429 Too Many Requests{}", retry_after.as_ref().map(|r| format!(" (Retry-After: {r})")).unwrap_or_default())]
     RateLimited {
         url: String,
@@ -79,6 +89,12 @@ pub enum RegistryError {
         url: String,
         status: u16,
         anonymous: bool,
+    },
+    #[error("token endpoint {realm} for {url} answered HTTP {status}")]
+    TokenUnavailable {
+        url: String,
+        realm: String,
+        status: u16,
     },
     #[error("token endpoint {realm} for {url}: {detail}")]
     Token {
@@ -140,6 +156,9 @@ impl RegistryError {
         match self {
             Self::Connect { .. } | Self::Transport { .. } => RegistryFailure::Unreachable,
             Self::Timeout { .. } => RegistryFailure::TimedOut,
+            Self::TokenUnavailable { status: 429, .. } => RegistryFailure::RateLimited,
+            Self::TokenUnavailable { .. } => RegistryFailure::ServerError,
+            Self::Redirect { .. } => RegistryFailure::BadResponse,
             Self::RateLimited { .. } => RegistryFailure::RateLimited,
             Self::Unauthorized { .. } | Self::Token { .. } => RegistryFailure::AuthFailed,
             Self::ServerError { .. } => RegistryFailure::ServerError,
@@ -154,6 +173,24 @@ impl RegistryError {
             | Self::BadDescriptor { .. }
             | Self::Setup { .. } => RegistryFailure::BadResponse,
         }
+    }
+}
+
+/// Which part of a request ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    Answer,
+    Body,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "could not be connected to",
+            Self::Answer => "did not answer",
+            Self::Body => "did not finish sending its answer",
+        })
     }
 }
 
@@ -447,7 +484,7 @@ impl RegistryClient {
         tracing::debug!(url, "registry GET");
         req.send()
             .await
-            .map_err(|e| transport_error(url, e, self.inner.limits))
+            .map_err(|e| transport_error(url, e, self.inner.limits, TimeoutPhase::Answer))
     }
 
     /// Docker token auth: credentials go to the realm only when it is on the registry's own
@@ -486,11 +523,7 @@ impl RegistryClient {
             q.append_pair("scope", scope);
         }
         let allowed = same_host
-            || ep
-                .settings
-                .token_realm_hosts
-                .iter()
-                .any(|h| *h == realm_host)
+            || ep.settings.token_realm_hosts.contains(&realm_host)
             || (host == crate::reference::DOCKER_HUB_API && realm_host == "auth.docker.io");
         let creds = ep.settings.credentials.as_ref().filter(|_| allowed);
         if ep.settings.credentials.is_some() && creds.is_none() {
@@ -501,6 +534,13 @@ impl RegistryClient {
             .send(ep, realm_url.as_str(), None, auth.as_deref())
             .await?;
         let status = resp.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(RegistryError::TokenUnavailable {
+                url: url.to_owned(),
+                realm: realm.to_owned(),
+                status: status.as_u16(),
+            });
+        }
         if !status.is_success() {
             return Err(token_err(format!("HTTP {}", status.as_u16())));
         }
@@ -583,13 +623,22 @@ fn check_status(
     }
 }
 
-fn transport_error(url: &str, e: reqwest::Error, limits: Limits) -> RegistryError {
+fn transport_error(
+    url: &str,
+    e: reqwest::Error,
+    limits: Limits,
+    phase: TimeoutPhase,
+) -> RegistryError {
     let url = url.to_owned();
     if e.is_timeout() {
-        RegistryError::Timeout {
-            url,
-            seconds: limits.request_timeout.as_secs(),
-        }
+        let (phase, limit) = if e.is_connect() {
+            (TimeoutPhase::Connect, limits.connect_timeout)
+        } else {
+            (phase, limits.request_timeout)
+        };
+        RegistryError::Timeout { url, phase, limit }
+    } else if e.is_redirect() {
+        RegistryError::Redirect { url, source: e }
     } else if e.is_connect() {
         RegistryError::Connect { url, source: e }
     } else {
@@ -629,7 +678,7 @@ async fn read_capped(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| transport_error(url, e, limits))?
+        .map_err(|e| transport_error(url, e, limits, TimeoutPhase::Body))?
     {
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());

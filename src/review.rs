@@ -136,7 +136,8 @@ mod tests {
     fn accepts_old_metadata_absent_fields_and_empty_containers() {
         let body = br#"{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{"creationTimestamp":null},"spec":{"containers":[{},{"image":"a"}]},"status":{"allowed":false}}"#;
         assert_eq!(ImageReview::parse(body).unwrap().images(), vec!["a"]);
-        let body = br#"{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{}}"#;
+        let body =
+            br#"{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{}}"#;
         assert!(ImageReview::parse(body).unwrap().images().is_empty());
     }
 
@@ -162,7 +163,12 @@ mod tests {
         status.audit_annotations.insert("k".into(), "v".into());
         let json = serde_json::to_string(&ImageReview::answer(status)).unwrap();
         assert!(json.contains(r#""apiVersion":"imagepolicy.k8s.io/v1alpha1""#));
-        assert!(json.contains(r#""status":{"allowed":false,"reason":"no","auditAnnotations":{"k":"v"}}"#), "{json}");
+        assert!(
+            json.contains(
+                r#""status":{"allowed":false,"reason":"no","auditAnnotations":{"k":"v"}}"#
+            ),
+            "{json}"
+        );
         assert!(valid_audit_key("image.0.digest"));
         assert!(!valid_audit_key("a/b"));
         assert!(!valid_audit_key(&"x".repeat(64)));

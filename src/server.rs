@@ -65,7 +65,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, engine: watch::Receiver<Arc<Engine>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        engine: watch::Receiver<Arc<Engine>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             engine,
             metrics,
@@ -120,23 +124,28 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let watcher = graceful.watcher();
-        let tls = tls.as_ref().map(|rx| tokio_rustls::TlsAcceptor::from(rx.borrow().clone()));
+        let tls = tls
+            .as_ref()
+            .map(|rx| tokio_rustls::TlsAcceptor::from(rx.borrow().clone()));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn).await
                 }
@@ -150,7 +159,10 @@ pub async fn serve(
             }
         });
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out; closing remaining connections");
     }
 }
@@ -206,7 +218,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), ServerError> {
         "portcullis serving"
     );
     state.ready.store(true, Ordering::Relaxed);
-    let router = router(state.clone(), &config.server.path, config.server.max_body_bytes);
+    let router = router(
+        state.clone(),
+        &config.server.path,
+        config.server.max_body_bytes,
+    );
     serve(
         listener,
         tls_channel.map(|(_, rx)| rx),

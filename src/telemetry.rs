@@ -85,21 +85,41 @@ impl Metrics {
         let cache = Family::<ResultLabel, Counter>::default();
         let registry_requests = Family::<OutcomeLabel, Counter>::default();
         let in_flight = Gauge::default();
-        registry.register("reviews", "ImageReviews answered, by verdict", reviews.clone());
-        registry.register("image_verdicts", "Image verdicts, by verdict and source", images.clone());
+        registry.register(
+            "reviews",
+            "ImageReviews answered, by verdict",
+            reviews.clone(),
+        );
+        registry.register(
+            "image_verdicts",
+            "Image verdicts, by verdict and source",
+            images.clone(),
+        );
         registry.register(
             "verification_duration_seconds",
             "Fresh image verification latency (registry I/O included)",
             verification_seconds.clone(),
         );
-        registry.register("review_duration_seconds", "ImageReview latency", review_seconds.clone());
-        registry.register("verdict_cache_lookups", "Verdict cache lookups, by result", cache.clone());
+        registry.register(
+            "review_duration_seconds",
+            "ImageReview latency",
+            review_seconds.clone(),
+        );
+        registry.register(
+            "verdict_cache_lookups",
+            "Verdict cache lookups, by result",
+            cache.clone(),
+        );
         registry.register(
             "registry_requests",
             "HTTP requests to registries, by outcome",
             registry_requests.clone(),
         );
-        registry.register("reviews_in_flight", "ImageReviews being answered", in_flight.clone());
+        registry.register(
+            "reviews_in_flight",
+            "ImageReviews being answered",
+            in_flight.clone(),
+        );
         Self {
             registry,
             reviews,

@@ -69,6 +69,12 @@ pub enum DenyReason {
     },
     /// A trusted key signed a payload that is not a cosign container image signature.
     PayloadWrongType { location: String, found: String },
+    /// More signature layers than `limits.maxSignatures`, and none of those examined passed.
+    TooManySignatures {
+        location: String,
+        examined: usize,
+        total: usize,
+    },
     /// Talking to the registry failed.
     Registry {
         failure: RegistryFailure,
@@ -79,6 +85,27 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// A short stable name for the reason (the JSON `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidReference { .. } => "invalid-reference",
+            Self::NoRuleMatches => "no-rule-matches",
+            Self::RuleDenies { .. } => "rule-denies",
+            Self::LatestTagForbidden { .. } => "latest-tag-forbidden",
+            Self::DigestRequired { .. } => "digest-required",
+            Self::ImageNotFound { .. } => "image-not-found",
+            Self::NoSignatures { .. } => "no-signatures",
+            Self::NoSignatureLayers { .. } => "no-signature-layers",
+            Self::UntrustedSignatures { .. } => "untrusted-signatures",
+            Self::SignatureInvalid { .. } => "signature-invalid",
+            Self::PayloadForOtherDigest { .. } => "payload-for-other-digest",
+            Self::PayloadWrongType { .. } => "payload-wrong-type",
+            Self::TooManySignatures { .. } => "too-many-signatures",
+            Self::Registry { .. } => "registry",
+            Self::DeadlineExceeded { .. } => "deadline-exceeded",
+        }
+    }
+
     /// Transient reasons are worth retrying and must never be cached.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -148,6 +175,14 @@ impl fmt::Display for DenyReason {
             Self::PayloadWrongType { location, found } => write!(
                 f,
                 "a trusted signature in {location} has payload type {found:?}, not \"cosign container image signature\""
+            ),
+            Self::TooManySignatures {
+                location,
+                examined,
+                total,
+            } => write!(
+                f,
+                "{location} has {total} signature layers; only the first {examined} were examined (limits.maxSignatures) and none verified"
             ),
             Self::Registry { failure, detail } => {
                 let what = match failure {

@@ -1,5 +1,6 @@
 //! `portcullis verify` and `check-config`: output and exit codes (0 allowed, 1 denied,
 //! 2 usage or config error) are a contract CI scripts rely on.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -30,13 +31,19 @@ async fn verify_exits_0_when_all_allowed_and_1_when_any_denied() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let out = stdout(&o);
     assert!(out.starts_with("ALLOWED image "), "{out}");
-    assert!(out.contains("@sha256:8e6cba58"), "one line per image with its digest: {out}");
+    assert!(
+        out.contains("@sha256:8e6cba58"),
+        "one line per image with its digest: {out}"
+    );
 
     let o = portcullis(&["verify", "--config", cfg, &signed, &unsigned]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().nth(1).unwrap().starts_with("DENIED image "), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().starts_with("DENIED image "),
+        "{out}"
+    );
     assert!(out.contains("no signatures found"), "{out}");
 }
 
@@ -46,7 +53,15 @@ async fn verify_json_output_carries_verdicts_digests_and_reasons() {
     let (_d, cfg) = common::write_config(&signed_only_config(&reg.addr, &[trusted_pub()]));
     let unsigned = format!("{}/starter/unsigned:v1", reg.addr);
     let signed = format!("{}/starter/signed-cosign:v1", reg.addr);
-    let o = portcullis(&["verify", "-c", cfg.to_str().unwrap(), "--output", "json", &signed, &unsigned]);
+    let o = portcullis(&[
+        "verify",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--output",
+        "json",
+        &signed,
+        &unsigned,
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["allowed"], false);
@@ -77,10 +92,22 @@ fn check_config_prints_every_problem() {
     let o = portcullis(&["check-config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    for field in ["rules[0].images[0]", "rules[0].signatures.keys[0]", "rules[1].name", "rules[1].images", "defaultAction"] {
+    for field in [
+        "rules[0].images[0]",
+        "rules[0].signatures.keys[0]",
+        "rules[1].name",
+        "rules[1].images",
+        "defaultAction",
+    ] {
         assert!(err.contains(field), "{field} missing from {err}");
     }
-    let (_d, good) = common::write_config("rules: [{name: all, images: [\"**\"], action: allow}]\n");
+    let (_d, good) =
+        common::write_config("rules: [{name: all, images: [\"**\"], action: allow}]\n");
     let o = portcullis(&["check-config", good.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -1,4 +1,5 @@
 //! A real docker-registry over TLS with a test CA, and one with htpasswd basic auth.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

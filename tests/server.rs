@@ -1,5 +1,6 @@
 //! The webhook: ImageReviews posted as kube-apiserver posts them, in process (router) and over
 //! a real TLS listener with certificates generated in the test (mTLS, HTTP/2).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -18,7 +19,10 @@ const PATH: &str = "/imagepolicy";
 
 /// The body kube-apiserver ≥ 1.33 sends, byte for byte.
 fn review_body(images: &[&str], namespace: &str) -> String {
-    let containers: Vec<String> = images.iter().map(|i| format!(r#"{{"image":"{i}"}}"#)).collect();
+    let containers: Vec<String> = images
+        .iter()
+        .map(|i| format!(r#"{{"image":"{i}"}}"#))
+        .collect();
     format!(
         r#"{{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{{}},"spec":{{"containers":[{}],"annotations":{{"x.image-policy.k8s.io/k":"v"}},"namespace":"{namespace}"}},"status":{{"allowed":false}}}}
 "#,
@@ -40,7 +44,11 @@ fn webhook(yaml: &str) -> Webhook {
     let (_tx, rx) = tokio::sync::watch::channel(engine);
     std::mem::forget(_tx);
     let state = AppState::new(&config, rx, metrics);
-    let router = server::router(state.clone(), &config.server.path, config.server.max_body_bytes);
+    let router = server::router(
+        state.clone(),
+        &config.server.path,
+        config.server.max_body_bytes,
+    );
     Webhook {
         router,
         state,
@@ -63,7 +71,9 @@ impl Webhook {
             .unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -85,17 +95,26 @@ async fn signed_unsigned_and_mixed_pods_get_the_right_answer() {
     assert_eq!(r["apiVersion"], "imagepolicy.k8s.io/v1alpha1");
     assert_eq!(r["kind"], "ImageReview");
     assert_eq!(r["status"]["allowed"], true, "{r}");
-    assert!(r["status"]["auditAnnotations"]["image-0"].as_str().unwrap().contains("sha256:8e6cba58"));
+    assert!(r["status"]["auditAnnotations"]["image-0"]
+        .as_str()
+        .unwrap()
+        .contains("sha256:8e6cba58"));
 
     let r = w.review(&[&unsigned]).await;
     assert_eq!(r["status"]["allowed"], false);
     let reason = r["status"]["reason"].as_str().unwrap();
-    assert!(reason.contains("starter/unsigned:v1") && reason.contains("no signatures found"), "{reason}");
+    assert!(
+        reason.contains("starter/unsigned:v1") && reason.contains("no signatures found"),
+        "{reason}"
+    );
 
     let r = w.review(&[&signed, &unsigned]).await;
     assert_eq!(r["status"]["allowed"], false);
     let reason = r["status"]["reason"].as_str().unwrap();
-    assert!(!reason.contains("signed-cosign"), "only denied images are listed: {reason}");
+    assert!(
+        !reason.contains("signed-cosign"),
+        "only denied images are listed: {reason}"
+    );
     // Second time round, from cache.
     let a = &r["status"]["auditAnnotations"];
     assert!(a["image-0"].as_str().unwrap().ends_with("[cache]"), "{a}");
@@ -114,7 +133,10 @@ async fn the_webhook_and_the_cli_engine_agree() {
         let v = engine.verify_image(&image, Some("default")).await;
         assert_eq!(r["status"]["allowed"], v.verdict.is_allowed(), "{image}");
         if !v.verdict.is_allowed() {
-            assert!(r["status"]["reason"].as_str().unwrap().contains(&v.explanation()));
+            assert!(r["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains(&v.explanation()));
         }
     }
 }
@@ -133,7 +155,9 @@ async fn accepts_old_metadata_and_empty_containers() {
 
 #[tokio::test]
 async fn bad_input_gets_400_or_413_never_a_panic() {
-    let w = webhook("rules: [{name: all, images: [\"**\"], action: allow}]\nserver: {maxBodyBytes: 4096}\n");
+    let w = webhook(
+        "rules: [{name: all, images: [\"**\"], action: allow}]\nserver: {maxBodyBytes: 4096}\n",
+    );
     for (body, want) in [
         ("not json".to_owned(), StatusCode::BAD_REQUEST),
         (r#"{"kind":"Pod","apiVersion":"v1"}"#.to_owned(), StatusCode::BAD_REQUEST),
@@ -149,18 +173,29 @@ async fn bad_input_gets_400_or_413_never_a_panic() {
     // Odd references are denials, not errors.
     let r = w.review(&["UPPER/case", "a//b", "::", "x@sha256:1"]).await;
     assert_eq!(r["status"]["allowed"], false);
-    assert!(r["status"]["reason"].as_str().unwrap().contains("invalid image reference"));
+    assert!(r["status"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("invalid image reference"));
 }
 
 #[tokio::test]
 async fn namespaces_reach_rule_matching_and_duplicates_verify_once() {
     let yaml = "rules:\n  - {name: payments-deny, images: [\"**\"], namespaces: [payments], action: deny}\n  - {name: rest, images: [\"**\"], action: allow}\n";
     let w = webhook(yaml);
-    let (_, body) = w.post(review_body(&["nginx", "nginx", "nginx"], "payments")).await;
+    let (_, body) = w
+        .post(review_body(&["nginx", "nginx", "nginx"], "payments"))
+        .await;
     let r: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(r["status"]["allowed"], false);
-    assert!(r["status"]["reason"].as_str().unwrap().contains("payments-deny"));
-    assert!(r["status"]["auditAnnotations"].get("image-1").is_none(), "duplicates collapse: {r}");
+    assert!(r["status"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("payments-deny"));
+    assert!(
+        r["status"]["auditAnnotations"].get("image-1").is_none(),
+        "duplicates collapse: {r}"
+    );
     let (_, body) = w.post(review_body(&["nginx"], "web")).await;
     assert!(body.contains(r#""allowed":true"#), "{body}");
 }
@@ -204,12 +239,22 @@ async fn bearer_token_is_required_when_configured() {
 #[tokio::test]
 async fn deny_ttl_expires_and_allow_ttl_holds() {
     let reg = TestRegistry::starter().await;
-    let w = webhook(&policy(&reg.addr, "cache: {allowTTL: 1h, denyTTL: 300ms}\n"));
+    let w = webhook(&policy(
+        &reg.addr,
+        "cache: {allowTTL: 1h, denyTTL: 300ms}\n",
+    ));
     let signed = format!("{}/starter/signed-cosign:v1", reg.addr);
     let unsigned = format!("{}/starter/unsigned:v1", reg.addr);
     let source = |r: &Value| {
-        let a = r["status"]["auditAnnotations"]["image-0"].as_str().unwrap().to_owned();
-        a.rsplit('[').next().unwrap().trim_end_matches(']').to_owned()
+        let a = r["status"]["auditAnnotations"]["image-0"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        a.rsplit('[')
+            .next()
+            .unwrap()
+            .trim_end_matches(']')
+            .to_owned()
     };
     assert_eq!(source(&w.review(&[&signed]).await), "fresh");
     assert_eq!(source(&w.review(&[&unsigned]).await), "fresh");
@@ -244,7 +289,11 @@ async fn fifty_concurrent_reviews_of_one_uncached_image_fetch_its_signature_once
     let sig_tag = "sha256-8e6cba58cced9bc2ff1f761e3052122cab0205520c4b69267bcf8462cd6bbf23.sig";
     assert_eq!(reg.served(sig_tag), 1, "the .sig manifest is fetched once");
     assert_eq!(reg.served("/manifests/v1"), 1, "the tag is resolved once");
-    assert_eq!(reg.served("/blobs/"), 1, "the signature blob is fetched once");
+    assert_eq!(
+        reg.served("/blobs/"),
+        1,
+        "the signature blob is fetched once"
+    );
     let engine = w.state.engine.borrow().clone();
     assert_eq!(engine.registry().requests_made(), 3);
 }
@@ -254,13 +303,27 @@ async fn transient_failures_are_not_cached_and_retry_mode_answers_500() {
     // A closed port: connection refused, a transient failure.
     let port = common::free_port();
     let reg = format!("127.0.0.1:{port}");
-    let image = format!("{reg}/app@sha256:8e6cba58cced9bc2ff1f761e3052122cab0205520c4b69267bcf8462cd6bbf23");
+    let image = format!(
+        "{reg}/app@sha256:8e6cba58cced9bc2ff1f761e3052122cab0205520c4b69267bcf8462cd6bbf23"
+    );
     let w = webhook(&policy(&reg, ""));
     for _ in 0..2 {
         let r = w.review(&[&image]).await;
         assert_eq!(r["status"]["allowed"], false);
-        assert!(r["status"]["reason"].as_str().unwrap().contains("registry unreachable"), "{r}");
-        assert!(r["status"]["auditAnnotations"]["image-0"].as_str().unwrap().ends_with("[fresh]"), "{r}");
+        assert!(
+            r["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("registry unreachable"),
+            "{r}"
+        );
+        assert!(
+            r["status"]["auditAnnotations"]["image-0"]
+                .as_str()
+                .unwrap()
+                .ends_with("[fresh]"),
+            "{r}"
+        );
     }
     let w = webhook(&policy(&reg, "server: {onTransientError: retry}\n"));
     let (status, text) = w.post(review_body(&[&image], "ns")).await;
@@ -276,18 +339,28 @@ async fn metrics_and_readiness_are_served() {
     let get = |p: &'static str| {
         let ops = ops.clone();
         async move {
-            let resp = ops.oneshot(Request::get(p).body(Body::empty()).unwrap()).await.unwrap();
+            let resp = ops
+                .oneshot(Request::get(p).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
             let status = resp.status();
-            let b = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
             (status, String::from_utf8_lossy(&b).into_owned())
         }
     };
     assert_eq!(get("/livez").await.0, StatusCode::OK);
     assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
-    w.state.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    w.state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get("/readyz").await.0, StatusCode::OK);
     let (_, m) = get("/metrics").await;
-    assert!(m.contains("portcullis_reviews_total{verdict=\"allowed\"} 1"), "{m}");
+    assert!(
+        m.contains("portcullis_reviews_total{verdict=\"allowed\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("portcullis_review_duration_seconds"), "{m}");
 }
 
@@ -329,12 +402,18 @@ async fn tls_server(client_ca: Option<&pki::Ca>) -> TlsServer {
         let _ = stop_rx.changed().await;
     }));
     std::mem::forget(dir);
-    TlsServer { addr, ca, stop, _w: w }
+    TlsServer {
+        addr,
+        ca,
+        stop,
+        _w: w,
+    }
 }
 
 fn client(server: &TlsServer, identity: Option<&pki::Leaf>, http2: bool) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(server.ca.cert_pem.as_bytes()).unwrap());
+    let mut b = reqwest::Client::builder().tls_certs_only(
+        reqwest::Certificate::from_pem_bundle(server.ca.cert_pem.as_bytes()).unwrap(),
+    );
     if let Some(id) = identity {
         let pem = format!("{}{}", id.cert_pem, id.key_pem);
         b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
@@ -346,12 +425,18 @@ fn client(server: &TlsServer, identity: Option<&pki::Leaf>, http2: bool) -> reqw
     b.build().unwrap()
 }
 
-async fn post_tls(c: &reqwest::Client, addr: std::net::SocketAddr) -> Result<reqwest::Response, reqwest::Error> {
-    c.post(format!("https://localhost:{}{PATH}?timeout=30s", addr.port()))
-        .header("content-type", "application/json")
-        .body(review_body(&["nginx"], "ns"))
-        .send()
-        .await
+async fn post_tls(
+    c: &reqwest::Client,
+    addr: std::net::SocketAddr,
+) -> Result<reqwest::Response, reqwest::Error> {
+    c.post(format!(
+        "https://localhost:{}{PATH}?timeout=30s",
+        addr.port()
+    ))
+    .header("content-type", "application/json")
+    .body(review_body(&["nginx"], "ns"))
+    .send()
+    .await
 }
 
 #[tokio::test]
@@ -359,14 +444,18 @@ async fn mtls_accepts_the_apiserver_client_cert_and_refuses_others() {
     let client_ca = pki::Ca::new("apiserver client CA");
     let s = tls_server(Some(&client_ca)).await;
     let good = client_ca.client("kube-apiserver");
-    let resp = post_tls(&client(&s, Some(&good), false), s.addr).await.unwrap();
+    let resp = post_tls(&client(&s, Some(&good), false), s.addr)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains(r#""allowed":true"#));
     // No client certificate.
     assert!(post_tls(&client(&s, None, false), s.addr).await.is_err());
     // A client certificate from another CA.
     let stranger = pki::Ca::new("other CA").client("kube-apiserver");
-    assert!(post_tls(&client(&s, Some(&stranger), false), s.addr).await.is_err());
+    assert!(post_tls(&client(&s, Some(&stranger), false), s.addr)
+        .await
+        .is_err());
     let _ = s.stop.send(true);
 }
 
@@ -376,7 +465,11 @@ async fn serves_http2_and_http1_over_tls() {
     for http2 in [true, false] {
         let resp = post_tls(&client(&s, None, http2), s.addr).await.unwrap();
         assert_eq!(resp.status(), 200);
-        let want = if http2 { reqwest::Version::HTTP_2 } else { reqwest::Version::HTTP_11 };
+        let want = if http2 {
+            reqwest::Version::HTTP_2
+        } else {
+            reqwest::Version::HTTP_11
+        };
         assert_eq!(resp.version(), want);
     }
     let _ = s.stop.send(true);

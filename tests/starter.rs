@@ -1,5 +1,6 @@
 //! Every starter fixture (signed by real cosign 2.5 / skopeo 1.18) gets its expected
 //! `signature` verdict from a real docker-registry, through the engine and through the CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

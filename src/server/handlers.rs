@@ -24,7 +24,12 @@ const REVIEW_CONCURRENCY: usize = 16;
 const MAX_REASON_BYTES: usize = 8 * 1024;
 
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// `POST <path>`: one ImageReview in, one out.
@@ -32,7 +37,10 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let started = Instant::now();
     let metrics = std::sync::Arc::clone(&state.metrics);
     let count = |verdict: &'static str| {
-        metrics.reviews.get_or_create(&VerdictLabel { verdict }).inc();
+        metrics
+            .reviews
+            .get_or_create(&VerdictLabel { verdict })
+            .inc();
     };
     if let Some(expected) = &state.bearer_token {
         let presented = headers
@@ -41,7 +49,10 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
             .and_then(|v| v.strip_prefix("Bearer "));
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), expected.as_bytes())) {
             count("unauthorized");
-            return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into());
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token\n".into(),
+            );
         }
     }
     let review = match ImageReview::parse(&body) {
@@ -92,7 +103,11 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
         metrics
             .images
             .get_or_create(&ImageLabel {
-                verdict: if v.verdict.is_allowed() { "allowed" } else { "denied" },
+                verdict: if v.verdict.is_allowed() {
+                    "allowed"
+                } else {
+                    "denied"
+                },
                 source: match v.source {
                     Source::Fresh => "fresh",
                     Source::Cache => "cache",
@@ -126,7 +141,10 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
 /// Denied images grouped by identical explanation, so ten containers failing the same way read
 /// as one line; allowed reviews get a short summary.
 fn reason(verdicts: &[ImageVerdict]) -> String {
-    let denied: Vec<&ImageVerdict> = verdicts.iter().filter(|v| !v.verdict.is_allowed()).collect();
+    let denied: Vec<&ImageVerdict> = verdicts
+        .iter()
+        .filter(|v| !v.verdict.is_allowed())
+        .collect();
     if denied.is_empty() {
         return String::new();
     }
@@ -176,10 +194,21 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
                     "BREAK-GLASS".to_owned()
                 }
             },
-            Verdict::Denied { reasons } => format!("denied ({} reason(s))", reasons.len()),
+            Verdict::Denied { reasons } => format!(
+                "denied: {}",
+                reasons
+                    .iter()
+                    .map(DenyReason::kind)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
         };
         let name = v.reference.as_deref().unwrap_or(&v.image);
-        let digest = v.digest.as_deref().map(|d| format!("@{d}")).unwrap_or_default();
+        let digest = v
+            .digest
+            .as_deref()
+            .map(|d| format!("@{d}"))
+            .unwrap_or_default();
         let source = match v.source {
             Source::Fresh => "fresh",
             Source::Cache => "cache",
@@ -194,15 +223,27 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
     out
 }
 
-fn log_review(ctx: &Context, verdicts: &[ImageVerdict], allowed: bool, elapsed: std::time::Duration) {
+fn log_review(
+    ctx: &Context,
+    verdicts: &[ImageVerdict],
+    allowed: bool,
+    elapsed: std::time::Duration,
+) {
     let images: Vec<String> = verdicts
         .iter()
         .map(|v| {
             format!(
                 "{}{} {}",
                 v.reference.as_deref().unwrap_or(&v.image),
-                v.digest.as_deref().map(|d| format!("@{d}")).unwrap_or_default(),
-                if v.verdict.is_allowed() { "allowed" } else { "denied" }
+                v.digest
+                    .as_deref()
+                    .map(|d| format!("@{d}"))
+                    .unwrap_or_default(),
+                if v.verdict.is_allowed() {
+                    "allowed"
+                } else {
+                    "denied"
+                }
             )
         })
         .collect();

@@ -67,7 +67,12 @@ impl Signals {
     }
 
     /// Runs until SIGTERM/SIGINT, then marks the server unready and tells it to stop.
-    pub async fn run(mut self, reloader: Reloader, stop: watch::Sender<bool>, ready: Arc<AtomicBool>) {
+    pub async fn run(
+        mut self,
+        reloader: Reloader,
+        stop: watch::Sender<bool>,
+        ready: Arc<AtomicBool>,
+    ) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => break,
