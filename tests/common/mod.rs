@@ -303,7 +303,13 @@ impl TestRegistry {
 
     /// Pushes `fixtures/independent/plan.json` (made by scripts/gen-fixtures.py).
     pub async fn push_independent_plan(&self, ca: Option<&str>) -> Value {
-        let text = std::fs::read_to_string(root().join("fixtures/independent/plan.json")).unwrap();
+        self.push_plan(ca, "fixtures/independent/plan.json").await
+    }
+
+    /// Pushes a plan file (`{blobs: {digest: b64}, pushes: [{repository, reference, mediaType,
+    /// manifest: b64}], ...}`, path relative to the repository root); returns the whole plan.
+    pub async fn push_plan(&self, ca: Option<&str>, path: &str) -> Value {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
         let plan: Value = serde_json::from_str(&text).unwrap();
         let b64 = |v: &Value| {
             base64::engine::general_purpose::STANDARD
@@ -314,8 +320,12 @@ impl TestRegistry {
             let repo = push["repository"].as_str().unwrap();
             let manifest = b64(&push["manifest"]);
             let m: Value = serde_json::from_slice(&manifest).unwrap();
-            let mut digests = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
-            for l in m["layers"].as_array().unwrap() {
+            // Image manifests carry blobs; an index only names manifests pushed before it.
+            let mut digests = Vec::new();
+            if let Some(d) = m["config"]["digest"].as_str() {
+                digests.push(d.to_owned());
+            }
+            for l in m["layers"].as_array().into_iter().flatten() {
                 digests.push(l["digest"].as_str().unwrap().to_owned());
             }
             for d in digests {
