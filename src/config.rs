@@ -4,6 +4,7 @@
 
 mod docker;
 pub mod file;
+mod rules;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,10 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::policy::{DefaultAction, ImageGlob, Policy, Rule, RuleAction, TagPolicy};
+use crate::policy::{DefaultAction, Policy};
 use crate::registry::auth::Credentials;
 use crate::registry::{Limits, RegistrySettings};
-use crate::verify::TrustedKey;
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +191,7 @@ pub fn validate(f: file::File, dir: &Path) -> Result<Config, Vec<Problem>> {
     let mut rules = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, r) in f.rules.iter().enumerate() {
-        if let Some(rule) = rule(&mut c, i, r) {
+        if let Some(rule) = rules::rule(&mut c, i, r) {
             if !names.insert(rule.name.clone()) {
                 c.problem(
                     format!("rules[{i}].name"),
@@ -328,96 +328,6 @@ fn registries(c: &mut Checker<'_>, f: &file::File) -> HashMap<String, RegistrySe
         });
     }
     out
-}
-
-fn rule(c: &mut Checker<'_>, i: usize, r: &file::RuleFile) -> Option<Rule> {
-    let at = |f: &str| format!("rules[{i}].{f}");
-    let name = match &r.name {
-        Some(n) if !n.trim().is_empty() => n.clone(),
-        _ => {
-            c.problem(
-                at("name"),
-                "every rule needs a name (it appears in reasons)",
-            );
-            format!("#{i}")
-        }
-    };
-    if r.images.is_empty() {
-        c.problem(at("images"), "at least one image glob is needed");
-    }
-    let mut images = Vec::new();
-    for (j, g) in r.images.iter().enumerate() {
-        match ImageGlob::parse(g) {
-            Ok(g) => images.push(g),
-            Err(e) => c.problem(at(&format!("images[{j}]")), e.to_string()),
-        }
-    }
-    if let Some(ns) = &r.namespaces {
-        if ns.is_empty() {
-            c.problem(
-                at("namespaces"),
-                "an empty list matches nothing; omit it to match all",
-            );
-        }
-    }
-    let mut key_material = Vec::new();
-    let action = match (r.action.as_deref(), &r.signatures) {
-        (Some("allow"), None) => RuleAction::Allow,
-        (Some("deny"), None) => RuleAction::Deny,
-        (Some("verify") | None, Some(s)) => {
-            if s.keys.is_empty() {
-                c.problem(at("signatures.keys"), "at least one public key is needed");
-            }
-            let mut keys = Vec::new();
-            for (j, k) in s.keys.iter().enumerate() {
-                let field = at(&format!("signatures.keys[{j}]"));
-                if let Some(pem) = c.read(&field, k) {
-                    match TrustedKey::from_pem(k, &pem) {
-                        Ok(key) => keys.push(key),
-                        Err(e) => c.problem(field, e.to_string()),
-                    }
-                    key_material.extend_from_slice(&pem);
-                }
-            }
-            RuleAction::RequireSignature { keys }
-        }
-        (Some("verify"), None) => {
-            c.problem(at("signatures"), "action verify needs signatures.keys");
-            RuleAction::Deny
-        }
-        (None, None) => {
-            c.problem(at("action"), "set action (allow | deny) or signatures");
-            RuleAction::Deny
-        }
-        (Some(a @ ("allow" | "deny")), Some(_)) => {
-            c.problem(
-                at("action"),
-                format!("action {a} and signatures cannot both be set"),
-            );
-            RuleAction::Deny
-        }
-        (Some(other), _) => {
-            c.problem(
-                at("action"),
-                format!("{other:?} is not allow, deny or verify"),
-            );
-            RuleAction::Deny
-        }
-    };
-    let mut rule = Rule {
-        name,
-        images,
-        namespaces: r.namespaces.clone(),
-        tags: TagPolicy {
-            forbid_latest: r.tags.forbid_latest,
-            require_digest: r.tags.require_digest,
-        },
-        action,
-        break_glass: r.break_glass,
-        fingerprint: 0,
-    };
-    rule.fingerprint = rule.compute_fingerprint(&key_material);
-    Some(rule)
 }
 
 fn server(c: &mut Checker<'_>, s: file::ServerFile) -> ServerConfig {

@@ -4,18 +4,18 @@
 //! The CLI and the webhook both call [`Engine::verify_image`], so they give the same answer for
 //! the same image and policy.
 
+mod checks;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{Source, VerdictCache, VerdictKey};
 use crate::config::Config;
-use crate::evidence;
-use crate::policy::{DefaultAction, Match, Policy, Rule, RuleAction};
+use crate::policy::{DefaultAction, Match, Mode, Policy, Rule, RuleAction, VerifyPolicy};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
 use crate::telemetry::{Metrics, ResultLabel};
 use crate::verdict::{AllowBasis, DenyReason, ImageVerdict, Verdict};
-use crate::verify::{self, SignatureOutcome, TrustedKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -144,58 +144,73 @@ impl Engine {
             );
         }
         let tag_reasons = tag_violations(rule, &reference);
-        if !tag_reasons.is_empty() {
-            return verdict(
+        let mut out = if !tag_reasons.is_empty() {
+            verdict(
                 Some(&reference),
                 Some(rule),
                 Verdict::Denied {
                     reasons: tag_reasons,
                 },
-            );
-        }
-        match &rule.action {
-            RuleAction::Allow => verdict(
-                Some(&reference),
-                Some(rule),
-                Verdict::Allowed {
-                    basis: AllowBasis::RuleAllows {
-                        rule: rule.name.clone(),
+            )
+        } else {
+            match &rule.action {
+                RuleAction::Allow => verdict(
+                    Some(&reference),
+                    Some(rule),
+                    Verdict::Allowed {
+                        basis: AllowBasis::RuleAllows {
+                            rule: rule.name.clone(),
+                        },
                     },
-                },
-            ),
-            RuleAction::Deny => verdict(
-                Some(&reference),
-                Some(rule),
-                Verdict::deny(DenyReason::RuleDenies {
-                    rule: rule.name.clone(),
-                }),
-            ),
-            RuleAction::RequireSignature { keys } => {
-                let work = self.verify_signed(&reference, rule, keys);
-                let (digest, v, source) = match tokio::time::timeout(self.deadline, work).await {
-                    Ok(r) => r,
-                    Err(_) => (
-                        reference.digest().cloned(),
-                        Verdict::deny(DenyReason::DeadlineExceeded {
-                            seconds: self.deadline.as_secs(),
-                        }),
-                        Source::Fresh,
-                    ),
+                ),
+                RuleAction::Deny => verdict(
+                    Some(&reference),
+                    Some(rule),
+                    Verdict::deny(DenyReason::RuleDenies {
+                        rule: rule.name.clone(),
+                    }),
+                ),
+                RuleAction::Verify(policy) => {
+                    let work = self.verify(&reference, rule, policy);
+                    let (digest, v, source) = match tokio::time::timeout(self.deadline, work).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => (
+                            reference.digest().cloned(),
+                            Verdict::deny(DenyReason::DeadlineExceeded {
+                                seconds: self.deadline.as_secs(),
+                            }),
+                            Source::Fresh,
+                        ),
+                    };
+                    let mut out =
+                        verdict(Some(&reference), Some(rule), v).with_digest(digest.as_ref());
+                    out.source = source;
+                    out
+                }
+            }
+        };
+        if rule.mode == Mode::Warn {
+            if let Verdict::Denied { reasons } = &out.verdict {
+                tracing::warn!(image, rule = %rule.name, reasons = %out.explanation(), "warn mode: admitting an image that fails its rule");
+                out.verdict = Verdict::Allowed {
+                    basis: AllowBasis::Warned {
+                        rule: rule.name.clone(),
+                        reasons: reasons.clone(),
+                    },
                 };
-                let mut out = verdict(Some(&reference), Some(rule), v).with_digest(digest.as_ref());
-                out.source = source;
-                out
             }
         }
+        out
     }
 
     /// Resolves the digest (through the manifest cache), then the verdict for
     /// (repository, digest, rule) through the verdict cache.
-    async fn verify_signed(
+    async fn verify(
         &self,
         reference: &ImageRef,
         rule: &Rule,
-        keys: &[TrustedKey],
+        policy: &VerifyPolicy,
     ) -> (Option<Digest>, Verdict, Source) {
         let repo = reference.repository();
         let digest = match reference.digest() {
@@ -224,7 +239,7 @@ impl Engine {
             // Pinned by digest: make sure the image exists in this repository (by tag: it
             // was just resolved, and the manifest cache answers).
             let v = match self.manifest(reference, &digest.to_string()).await {
-                Ok(_) => self.check_signatures(reference, &digest, rule, keys).await,
+                Ok(m) => self.evaluate(reference, &m, rule, policy).await,
                 Err(e) => Verdict::deny(DenyReason::from_registry(&e)),
             };
             self.metrics
@@ -265,135 +280,6 @@ impl Engine {
             self.cache.put_manifest(repo, Arc::clone(&m)).await;
         }
         Ok(m)
-    }
-
-    async fn check_signatures(
-        &self,
-        reference: &ImageRef,
-        digest: &Digest,
-        rule: &Rule,
-        keys: &[TrustedKey],
-    ) -> Verdict {
-        let repo = reference.repository();
-        let artifact = match evidence::signature_artifact(&self.registry, repo, digest).await {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                return Verdict::deny(DenyReason::NoSignatures {
-                    location: evidence::signature_location(repo, digest),
-                })
-            }
-            Err(e) => return Verdict::deny(registry_reason(&e)),
-        };
-        let (layers, others) = artifact.signature_layers();
-        if layers.is_empty() {
-            return Verdict::deny(DenyReason::NoSignatureLayers {
-                location: artifact.location.clone(),
-                layers: others,
-            });
-        }
-        let mut tally = Tally::default();
-        for layer in layers.iter().take(self.max_signatures) {
-            let payload = match self.registry.fetch_blob(repo, &layer.blob).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tally.fetch_errors.push(registry_reason(&e));
-                    continue;
-                }
-            };
-            match verify::simple_signing(&payload, &layer.signature, digest, keys) {
-                SignatureOutcome::Verified { key_index } => {
-                    let key = keys
-                        .get(key_index)
-                        .map_or_else(String::new, |k| k.name().to_owned());
-                    return Verdict::Allowed {
-                        basis: AllowBasis::Signature {
-                            rule: rule.name.clone(),
-                            key,
-                            location: artifact.location.clone(),
-                        },
-                    };
-                }
-                outcome => tally.add(outcome),
-            }
-        }
-        Verdict::Denied {
-            reasons: tally.reasons(
-                &artifact.location,
-                keys.len(),
-                layers.len(),
-                self.max_signatures,
-            ),
-        }
-    }
-}
-
-/// Why no signature layer passed, kept per kind so the reason says what actually happened.
-#[derive(Default)]
-struct Tally {
-    not_trusted: usize,
-    malformed: Vec<String>,
-    other_digest: Vec<String>,
-    wrong_type: Vec<String>,
-    fetch_errors: Vec<DenyReason>,
-}
-
-impl Tally {
-    fn add(&mut self, outcome: SignatureOutcome) {
-        match outcome {
-            SignatureOutcome::Verified { .. } => {}
-            SignatureOutcome::NotTrusted => self.not_trusted += 1,
-            SignatureOutcome::Malformed(m) => self.malformed.push(m),
-            SignatureOutcome::OtherDigest(d) => self.other_digest.push(d),
-            SignatureOutcome::WrongType(t) => self.wrong_type.push(t),
-        }
-    }
-
-    fn reasons(self, location: &str, keys: usize, total: usize, max: usize) -> Vec<DenyReason> {
-        let location = location.to_owned();
-        let mut out = Vec::new();
-        if let Some(d) = self.other_digest.into_iter().next() {
-            out.push(DenyReason::PayloadForOtherDigest {
-                location: location.clone(),
-                payload_digest: d,
-            });
-        }
-        if let Some(t) = self.wrong_type.into_iter().next() {
-            out.push(DenyReason::PayloadWrongType {
-                location: location.clone(),
-                found: t,
-            });
-        }
-        if let Some(m) = self.malformed.into_iter().next() {
-            out.push(DenyReason::SignatureInvalid {
-                location: location.clone(),
-                detail: m,
-            });
-        }
-        if self.not_trusted > 0 {
-            out.push(DenyReason::UntrustedSignatures {
-                location: location.clone(),
-                signatures: self.not_trusted,
-                keys,
-            });
-        }
-        out.extend(self.fetch_errors);
-        if total > max {
-            out.push(DenyReason::TooManySignatures {
-                location,
-                examined: max,
-                total,
-            });
-        }
-        out
-    }
-}
-
-/// A registry error while fetching evidence: a 404 here means the artifact vanished, not that
-/// the image is missing.
-fn registry_reason(e: &RegistryError) -> DenyReason {
-    DenyReason::Registry {
-        failure: e.failure(),
-        detail: e.to_string(),
     }
 }
 

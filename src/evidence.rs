@@ -1,18 +1,38 @@
-//! Evidence for one image digest: where cosign keeps signatures, and what is there.
+//! Evidence for one image digest: where cosign keeps signatures and attestations, and what
+//! is there.
 //!
-//! Legacy cosign layout: tag `sha256-<hex>.sig` in the image's **own** repository (signatures
-//! belong to a repository, not to a digest: the same digest elsewhere may be unsigned). Each
-//! layer of media type `application/vnd.dev.cosign.simplesigning.v1+json` with the annotation
-//! `dev.cosignproject.cosign/signature` is one signature over that layer's blob.
+//! Legacy cosign layout, in the image's **own** repository (evidence belongs to a repository,
+//! not to a digest: the same digest elsewhere may be unsigned):
+//! - tag `sha256-<hex>.sig`: each layer of type `application/vnd.dev.cosign.simplesigning.v1+json`
+//!   with the annotation `dev.cosignproject.cosign/signature` is one signature over its blob;
+//! - tag `sha256-<hex>.att`: each layer of type `application/vnd.dsse.envelope.v1+json` is one
+//!   DSSE envelope (an in-toto statement).
 
 use crate::reference::{Digest, Repository};
 use crate::registry::manifest::Descriptor;
 use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::verify::dsse::DSSE_ENVELOPE;
 use crate::verify::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING};
 
-/// The `.sig` manifest found for an image.
+/// Which cosign artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Signatures,
+    Attestations,
+}
+
+impl Kind {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Signatures => ".sig",
+            Self::Attestations => ".att",
+        }
+    }
+}
+
+/// A `.sig` or `.att` manifest found for an image.
 #[derive(Debug, Clone)]
-pub struct SignatureArtifact {
+pub struct Artifact {
     /// `registry/repo:sha256-<hex>.sig`, for reasons.
     pub location: String,
     pub manifest: FetchedManifest,
@@ -25,24 +45,25 @@ pub struct SignatureLayer {
     pub signature: String,
 }
 
-/// Where the legacy signature tag of `digest` in `repo` lives, for reasons.
-pub fn signature_location(repo: &Repository, digest: &Digest) -> String {
-    format!("{repo}:{}", digest.cosign_tag(".sig"))
+/// Where the `kind` artifact of `digest` in `repo` lives, for reasons.
+pub fn location(repo: &Repository, digest: &Digest, kind: Kind) -> String {
+    format!("{repo}:{}", digest.cosign_tag(kind.suffix()))
 }
 
-/// Fetches the `.sig` manifest of `digest` in `repo`; `None` when the registry has none.
+/// Fetches the `kind` manifest of `digest` in `repo`; `None` when the registry has none.
 /// Any other failure is an error (a registry outage must not look like "unsigned").
-pub async fn signature_artifact(
+pub async fn artifact(
     registry: &RegistryClient,
     repo: &Repository,
     digest: &Digest,
-) -> Result<Option<SignatureArtifact>, RegistryError> {
+    kind: Kind,
+) -> Result<Option<Artifact>, RegistryError> {
     match registry
-        .fetch_manifest(repo, &digest.cosign_tag(".sig"))
+        .fetch_manifest(repo, &digest.cosign_tag(kind.suffix()))
         .await
     {
-        Ok(manifest) => Ok(Some(SignatureArtifact {
-            location: signature_location(repo, digest),
+        Ok(manifest) => Ok(Some(Artifact {
+            location: location(repo, digest, kind),
             manifest,
         })),
         Err(RegistryError::NotFound { .. }) => Ok(None),
@@ -50,7 +71,7 @@ pub async fn signature_artifact(
     }
 }
 
-impl SignatureArtifact {
+impl Artifact {
     /// The signature layers, and how many other layers there were (ignored).
     pub fn signature_layers(&self) -> (Vec<SignatureLayer>, usize) {
         let mut sigs = Vec::new();
@@ -67,5 +88,16 @@ impl SignatureArtifact {
             }
         }
         (sigs, others)
+    }
+
+    /// The DSSE envelope layers.
+    pub fn envelope_layers(&self) -> Vec<Descriptor> {
+        self.manifest
+            .manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == DSSE_ENVELOPE)
+            .cloned()
+            .collect()
     }
 }

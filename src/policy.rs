@@ -4,8 +4,11 @@
 
 use std::hash::{Hash, Hasher};
 
+pub mod condition;
+
 use crate::reference::ImageRef;
 use crate::verify::TrustedKey;
+pub use condition::Condition;
 
 /// A glob over the normalised repository name (`registry/path`), `/`-separated:
 /// `*` matches within one segment, a whole `**` segment matches any number of segments.
@@ -125,8 +128,64 @@ pub enum RuleAction {
     Allow,
     /// Deny without registry I/O.
     Deny,
-    /// Admit only when a cosign signature verifies with one of these keys.
-    RequireSignature { keys: Vec<TrustedKey> },
+    /// Admit only when the evidence satisfies this.
+    Verify(VerifyPolicy),
+}
+
+/// Someone whose signature counts. Keys today; keyless identities later.
+#[derive(Debug, Clone)]
+pub struct Authority {
+    /// The name reasons use (the `name:` given, else the key path).
+    pub name: String,
+    pub key: TrustedKey,
+}
+
+/// `signatures:` — at least `threshold` distinct authorities must have signed the image.
+#[derive(Debug, Clone)]
+pub struct SignaturePolicy {
+    pub authorities: Vec<Authority>,
+    pub threshold: usize,
+}
+
+impl SignaturePolicy {
+    pub fn keys(&self) -> Vec<TrustedKey> {
+        self.authorities.iter().map(|a| a.key.clone()).collect()
+    }
+}
+
+/// One `attestations:` entry: an in-toto statement of `predicate_type` about the image,
+/// signed by one of `authorities`, for which `condition` holds.
+#[derive(Debug, Clone)]
+pub struct AttestationPolicy {
+    pub name: String,
+    pub predicate_type: String,
+    pub authorities: Vec<Authority>,
+    pub condition: Option<Condition>,
+}
+
+/// How an index (multi-platform image) is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MultiArch {
+    /// cosign: the evidence on the index digest suffices.
+    #[default]
+    Index,
+    /// containers/image: every platform's manifest must carry its own valid signatures too.
+    Platforms,
+}
+
+/// Whether failures deny (`enforce`) or only warn (`warn`: admit, say what failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Warn,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    pub signatures: Option<SignaturePolicy>,
+    pub attestations: Vec<AttestationPolicy>,
+    pub multi_arch: MultiArch,
 }
 
 /// Tag constraints, checked before any network I/O.
@@ -144,6 +203,8 @@ pub struct Rule {
     pub namespaces: Option<Vec<String>>,
     pub tags: TagPolicy,
     pub action: RuleAction,
+    /// `warn`: failures admit, with the reasons recorded.
+    pub mode: Mode,
     /// Honour the pod annotation `alpha.image-policy.k8s.io/break-glass: "true"`.
     pub break_glass: bool,
     /// Changes whenever anything that affects this rule's verdicts changes (cache key part).
@@ -162,28 +223,11 @@ impl Rule {
         ns_ok && self.images.iter().any(|g| g.matches(image))
     }
 
-    /// Computes the fingerprint from the rule's content (key names stand for key contents:
-    /// a policy reload re-reads keys, and a changed key file gets a new fingerprint through
-    /// `key_material`).
-    pub fn compute_fingerprint(&self, key_material: &[u8]) -> u64 {
+    /// A fingerprint of everything that decides this rule's verdicts: its config text and
+    /// its key files' bytes. A cache key part: a changed rule or key misses.
+    pub fn fingerprint_of(config_text: &str, key_material: &[u8]) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.name.hash(&mut h);
-        for g in &self.images {
-            g.as_str().hash(&mut h);
-        }
-        self.namespaces.hash(&mut h);
-        self.tags.hash(&mut h);
-        self.break_glass.hash(&mut h);
-        match &self.action {
-            RuleAction::Allow => 1u8.hash(&mut h),
-            RuleAction::Deny => 2u8.hash(&mut h),
-            RuleAction::RequireSignature { keys } => {
-                3u8.hash(&mut h);
-                for k in keys {
-                    k.name().hash(&mut h);
-                }
-            }
-        }
+        config_text.hash(&mut h);
         key_material.hash(&mut h);
         h.finish()
     }
@@ -294,6 +338,7 @@ mod tests {
             namespaces: ns.map(|v| v.into_iter().map(String::from).collect()),
             tags: TagPolicy::default(),
             action,
+            mode: Mode::Enforce,
             break_glass: false,
             fingerprint: 0,
         };

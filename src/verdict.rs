@@ -69,6 +69,25 @@ pub enum DenyReason {
     },
     /// A trusted key signed a payload that is not a cosign container image signature.
     PayloadWrongType { location: String, found: String },
+    /// Fewer distinct authorities signed than the rule's threshold.
+    ThresholdNotMet {
+        location: String,
+        verified: Vec<String>,
+        threshold: usize,
+        authorities: usize,
+    },
+    /// An `attestations:` requirement failed.
+    Attestation {
+        name: String,
+        predicate_type: String,
+        failure: AttestationFailure,
+    },
+    /// `multiArch: platforms`: one platform's manifest failed.
+    Platform {
+        platform: String,
+        digest: String,
+        reasons: Vec<DenyReason>,
+    },
     /// More signature layers than `limits.maxSignatures`, and none of those examined passed.
     TooManySignatures {
         location: String,
@@ -82,6 +101,48 @@ pub enum DenyReason {
     },
     /// Verification did not finish before the deadline.
     DeadlineExceeded { seconds: u64 },
+}
+
+/// Why one `attestations:` requirement failed (the failure closest to passing is reported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "failure", rename_all = "kebab-case")]
+pub enum AttestationFailure {
+    NoneFound {
+        location: String,
+        found_types: Vec<String>,
+    },
+    Malformed {
+        location: String,
+        detail: String,
+    },
+    NotTrusted {
+        location: String,
+        count: usize,
+    },
+    OtherSubject {
+        subjects: Vec<String>,
+    },
+    ConditionFalse {
+        condition: String,
+    },
+    ConditionError {
+        condition: String,
+        error: String,
+    },
+}
+
+impl AttestationFailure {
+    /// Closeness to passing, to pick the most useful failure to report.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::NoneFound { .. } => 0,
+            Self::Malformed { .. } => 1,
+            Self::NotTrusted { .. } => 2,
+            Self::OtherSubject { .. } => 3,
+            Self::ConditionError { .. } => 4,
+            Self::ConditionFalse { .. } => 5,
+        }
+    }
 }
 
 impl DenyReason {
@@ -101,6 +162,9 @@ impl DenyReason {
             Self::PayloadForOtherDigest { .. } => "payload-for-other-digest",
             Self::PayloadWrongType { .. } => "payload-wrong-type",
             Self::TooManySignatures { .. } => "too-many-signatures",
+            Self::ThresholdNotMet { .. } => "threshold-not-met",
+            Self::Attestation { .. } => "attestation",
+            Self::Platform { .. } => "platform",
             Self::Registry { .. } => "registry",
             Self::DeadlineExceeded { .. } => "deadline-exceeded",
         }
@@ -111,6 +175,7 @@ impl DenyReason {
         match self {
             Self::Registry { failure, .. } => failure.is_transient(),
             Self::DeadlineExceeded { .. } => true,
+            Self::Platform { reasons, .. } => reasons.iter().any(Self::is_transient),
             _ => false,
         }
     }
@@ -176,6 +241,63 @@ impl fmt::Display for DenyReason {
                 f,
                 "a trusted signature in {location} has payload type {found:?}, not \"cosign container image signature\""
             ),
+            Self::ThresholdNotMet {
+                location,
+                verified,
+                threshold,
+                authorities,
+            } => write!(
+                f,
+                "signatures in {location}: {} of the {threshold} required authorities verified (threshold {threshold} of {authorities}){}",
+                verified.len(),
+                if verified.is_empty() { String::new() } else { format!("; verified: {}", verified.join(", ")) }
+            ),
+            Self::Attestation {
+                name,
+                predicate_type,
+                failure,
+            } => {
+                write!(f, "attestation {name:?}: ")?;
+                match failure {
+                    AttestationFailure::NoneFound {
+                        location,
+                        found_types,
+                    } => {
+                        write!(f, "none of predicate type {predicate_type} found in {location}")?;
+                        if !found_types.is_empty() {
+                            write!(f, " (found: {})", found_types.join(", "))?;
+                        }
+                        Ok(())
+                    }
+                    AttestationFailure::NotTrusted { location, count } => write!(
+                        f,
+                        "{count} attestation(s) of type {predicate_type} in {location}, but not signed by a trusted authority"
+                    ),
+                    AttestationFailure::OtherSubject { subjects } => write!(
+                        f,
+                        "a trusted attestation of type {predicate_type} is for another image (subject {})",
+                        subjects.join(", ")
+                    ),
+                    AttestationFailure::ConditionFalse { condition } => {
+                        write!(f, "condition is false: {condition}")
+                    }
+                    AttestationFailure::ConditionError { condition, error } => {
+                        write!(f, "condition failed to evaluate: {condition}: {error}")
+                    }
+                    AttestationFailure::Malformed { location, detail } => {
+                        write!(f, "malformed attestation in {location}: {detail}")
+                    }
+                }
+            }
+            Self::Platform {
+                platform,
+                digest,
+                reasons,
+            } => write!(
+                f,
+                "platform {platform} ({digest}): {}",
+                reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
             Self::TooManySignatures {
                 location,
                 examined,
@@ -213,12 +335,29 @@ pub enum AllowBasis {
     DefaultAllow,
     /// The pod asked for break-glass and the rule honours it (audited).
     BreakGlass { rule: String },
-    /// A signature verified with a trusted key.
-    Signature {
+    /// The evidence the rule asks for verified.
+    Verified {
         rule: String,
-        key: String,
-        location: String,
+        /// Authorities whose signatures verified.
+        signed_by: Vec<String>,
+        attestations: Vec<AttestationPass>,
+        /// `multiArch: platforms`: the platforms verified too.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        platforms: Vec<String>,
     },
+    /// `mode: warn`: the rule's checks failed, but it only warns.
+    Warned {
+        rule: String,
+        reasons: Vec<DenyReason>,
+    },
+}
+
+/// One attestation requirement that passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttestationPass {
+    pub name: String,
+    pub predicate_type: String,
+    pub signed_by: String,
 }
 
 impl fmt::Display for AllowBasis {
@@ -230,9 +369,29 @@ impl fmt::Display for AllowBasis {
                 f,
                 "BREAK-GLASS: admitted without verification (rule {rule:?} honours alpha.image-policy.k8s.io/break-glass)"
             ),
-            Self::Signature { rule, key, .. } => {
-                write!(f, "signature verified with key {key} (rule {rule:?})")
+            Self::Verified {
+                rule,
+                signed_by,
+                attestations,
+                platforms,
+            } => {
+                let mut parts = Vec::new();
+                if !signed_by.is_empty() {
+                    parts.push(format!("signature verified with key {}", signed_by.join(", ")));
+                }
+                for a in attestations {
+                    parts.push(format!("attestation {:?} verified with {}", a.name, a.signed_by));
+                }
+                if !platforms.is_empty() {
+                    parts.push(format!("platforms {} verified", platforms.join(", ")));
+                }
+                write!(f, "{} (rule {rule:?})", parts.join("; "))
             }
+            Self::Warned { rule, reasons } => write!(
+                f,
+                "WARNING (rule {rule:?} is in warn mode, so this is admitted): {}",
+                reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
         }
     }
 }

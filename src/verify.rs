@@ -4,6 +4,7 @@
 //! ECDSA P-256/P-384/P-521, RSA PKCS#1 v1.5 and PSS, Ed25519, over the exact payload bytes).
 //! What a payload must say is checked here, the way cosign does it.
 
+pub mod dsse;
 pub mod key;
 
 use serde::Deserialize;

@@ -66,7 +66,11 @@ async fn verify_json_output_carries_verdicts_digests_and_reasons() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["allowed"], false);
     assert_eq!(v["images"][0]["verdict"], "allowed");
-    assert_eq!(v["images"][0]["basis"]["kind"], "signature");
+    assert_eq!(v["images"][0]["basis"]["kind"], "verified");
+    assert!(v["images"][0]["basis"]["signed_by"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("trusted.pub"));
     assert_eq!(v["images"][1]["verdict"], "denied");
     assert_eq!(v["images"][1]["reasons"][0]["kind"], "no-signatures");
     assert_eq!(
@@ -109,5 +113,42 @@ fn check_config_prints_every_problem() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_which_attestations_passed() {
+    let reg = TestRegistry::starter().await;
+    let key = format!("{:?}", trusted_pub().display().to_string());
+    let (_d, cfg) = common::write_config(&format!(
+        "registries: {{\"{r}\": {{insecure: true}}}}\nrules:\n  - name: attested\n    images: [\"{r}/**\"]\n    signatures: {{keys: [{key}]}}\n    attestations:\n      - {{name: provenance, predicateType: \"https://slsa.dev/provenance/v1\", authorities: [{{key: {key}}}], condition: 'predicate.runDetails.builder.id == \"https://ci.starter.example/builder@v1\"'}}\n      - {{name: sbom, predicateType: \"https://cyclonedx.org/bom\", authorities: [{{key: {key}}}]}}\n",
+        r = reg.addr
+    ));
+    let cfg = cfg.to_str().unwrap();
+    let attested = format!("{}/starter/attested:v1", reg.addr);
+    let o = portcullis(&["verify", "-c", cfg, &attested]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("attestation \"provenance\" verified")
+            && out.contains("attestation \"sbom\" verified"),
+        "{out}"
+    );
+    let o = portcullis(&["verify", "-c", cfg, "-o", "json", &attested]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v["images"][0]["basis"]["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["provenance", "sbom"]);
+    let builder = format!("{}/starter/attested-untrusted-builder:v1", reg.addr);
+    let o = portcullis(&["verify", "-c", cfg, &builder]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("attestation \"provenance\": condition is false"),
+        "{}",
+        stdout(&o)
     );
 }

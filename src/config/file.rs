@@ -66,6 +66,12 @@ pub struct RuleFile {
     pub action: Option<String>,
     #[serde(default)]
     pub break_glass: bool,
+    #[serde(default)]
+    pub attestations: Vec<AttestationFile>,
+    #[serde(default)]
+    pub multi_arch: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -80,8 +86,35 @@ pub struct TagsFile {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SignaturesFile {
+    /// Shorthand for `authorities: [{key: ...}, ...]`.
     #[serde(default)]
     pub keys: Vec<String>,
+    #[serde(default)]
+    pub authorities: Vec<AuthorityFile>,
+    #[serde(default)]
+    pub threshold: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorityFile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AttestationFile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub predicate_type: Option<String>,
+    #[serde(default)]
+    pub authorities: Vec<AuthorityFile>,
+    #[serde(default)]
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::RuleAction;
 
 fn write(dir: &Path, name: &str, body: &str) {
     std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
@@ -33,7 +34,7 @@ defaultAction: deny
     assert_eq!(c.policy.rules.len(), 2);
     assert!(c.policy.rules[0].tags.forbid_latest);
     assert!(
-        matches!(&c.policy.rules[0].action, RuleAction::RequireSignature { keys } if keys.len() == 1)
+        matches!(&c.policy.rules[0].action, RuleAction::Verify(v) if v.signatures.as_ref().unwrap().authorities.len() == 1)
     );
     assert!(c.registries["127.0.0.1:5000"].insecure);
     assert_eq!(

@@ -41,6 +41,40 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// An index entry's platform.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl Descriptor {
+    /// `os/arch[/variant]`, or `unknown/unknown` without a platform.
+    pub fn platform_name(&self) -> String {
+        match &self.platform {
+            Some(p) => {
+                let os = if p.os.is_empty() { "unknown" } else { &p.os };
+                let arch = if p.architecture.is_empty() {
+                    "unknown"
+                } else {
+                    &p.architecture
+                };
+                match &p.variant {
+                    Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+                    _ => format!("{os}/{arch}"),
+                }
+            }
+            None => "unknown/unknown".to_owned(),
+        }
+    }
 }
 
 /// An image manifest or an index: both shapes in one view.

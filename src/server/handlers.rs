@@ -186,7 +186,33 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
     for (i, v) in verdicts.iter().enumerate() {
         let what = match &v.verdict {
             Verdict::Allowed { basis } => match basis {
-                AllowBasis::Signature { key, .. } => format!("allowed by key {key}"),
+                AllowBasis::Verified {
+                    signed_by,
+                    attestations,
+                    ..
+                } => {
+                    let mut by = signed_by.clone();
+                    by.extend(
+                        attestations
+                            .iter()
+                            .map(|a| format!("{}:{}", a.name, a.signed_by)),
+                    );
+                    format!("allowed by {}", by.join(","))
+                }
+                AllowBasis::Warned { rule, reasons } => {
+                    out.insert(
+                        "warning".to_owned(),
+                        format!(
+                            "rule {rule} (warn mode): {}",
+                            reasons
+                                .iter()
+                                .map(DenyReason::kind)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ),
+                    );
+                    "WARN".to_owned()
+                }
                 AllowBasis::RuleAllows { rule } => format!("allowed by rule {rule}"),
                 AllowBasis::DefaultAllow => "allowed by defaultAction".to_owned(),
                 AllowBasis::BreakGlass { rule } => {
