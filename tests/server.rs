@@ -474,3 +474,24 @@ async fn serves_http2_and_http1_over_tls() {
     }
     let _ = s.stop.send(true);
 }
+
+#[tokio::test]
+async fn warn_mode_admits_and_says_what_failed_in_reason_and_audit_annotations() {
+    let reg = TestRegistry::starter().await;
+    let yaml = policy(&reg.addr, "").replace(
+        "  - name: signed-only\n",
+        "  - name: signed-only\n    mode: warn\n",
+    );
+    let w = webhook(&yaml);
+    let r = w
+        .review(&[&format!("{}/starter/unsigned:v1", reg.addr)])
+        .await;
+    assert_eq!(r["status"]["allowed"], true, "{r}");
+    let reason = r["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("warn mode") && reason.contains("no signatures found"),
+        "{reason}"
+    );
+    let warning = r["status"]["auditAnnotations"]["warning"].as_str().unwrap();
+    assert!(warning.contains("no-signatures"), "{warning}");
+}

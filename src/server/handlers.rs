@@ -138,18 +138,21 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
     (StatusCode::OK, axum::Json(ImageReview::answer(status))).into_response()
 }
 
-/// Denied images grouped by identical explanation, so ten containers failing the same way read
-/// as one line; allowed reviews get a short summary.
+/// Denied images (and images admitted only by warn mode) grouped by identical explanation, so
+/// ten containers failing the same way read as one line.
 fn reason(verdicts: &[ImageVerdict]) -> String {
-    let denied: Vec<&ImageVerdict> = verdicts
+    let noted: Vec<&ImageVerdict> = verdicts
         .iter()
-        .filter(|v| !v.verdict.is_allowed())
+        .filter(|v| match &v.verdict {
+            Verdict::Denied { .. } => true,
+            Verdict::Allowed { basis } => matches!(basis, AllowBasis::Warned { .. }),
+        })
         .collect();
-    if denied.is_empty() {
+    if noted.is_empty() {
         return String::new();
     }
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for v in denied {
+    for v in noted {
         let name = v.reference.clone().unwrap_or_else(|| v.image.clone());
         let why = v.explanation();
         match groups.iter_mut().find(|(w, _)| *w == why) {
