@@ -126,6 +126,37 @@ fn cold(c: &mut Criterion, rt: &tokio::runtime::Runtime, reg: &common::TestRegis
         )
     });
     g.finish();
+    // An image with a signature and three attestations (SLSA with a CEL condition, CycloneDX,
+    // vuln), all made by cosign 2.5.
+    let key = format!("{:?}", common::trusted_pub().display().to_string());
+    let attested_yaml = format!(
+        "registries: {{\"{r}\": {{insecure: true}}}}\nrules:\n  - name: attested\n    images: [\"{r}/**\"]\n    signatures: {{keys: [{key}]}}\n    attestations:\n      - {{name: provenance, predicateType: \"https://slsa.dev/provenance/v1\", authorities: [{{key: {key}}}], condition: 'predicate.runDetails.builder.id == \"https://ci.starter.example/builder@v1\"'}}\n      - {{name: sbom, predicateType: \"https://cyclonedx.org/bom\", authorities: [{{key: {key}}}]}}\n      - {{name: vuln, predicateType: \"https://cosign.sigstore.dev/attestation/vuln/v1\", authorities: [{{key: {key}}}]}}\n",
+        r = reg.addr
+    );
+    let (adir, apath) = common::write_config(&attested_yaml);
+    let aconfig = portcullis::config::load(&apath).unwrap();
+    let attested = format!("{}/starter/attested:v1", reg.addr);
+    let probe = portcullis::engine::Engine::new(&aconfig).unwrap();
+    let v = rt.block_on(probe.verify_image(&attested, None));
+    assert!(v.verdict.is_allowed(), "{v}");
+    eprintln!(
+        "cold verification of {attested} (signature + 3 attestations): {} registry requests",
+        probe.registry().requests_made()
+    );
+    let mut g = c.benchmark_group("cold");
+    g.measurement_time(Duration::from_secs(8));
+    g.bench_function("verify-attested-image", |b| {
+        b.to_async(rt).iter_batched(
+            || portcullis::engine::Engine::new(&aconfig).unwrap(),
+            |engine| {
+                let image = attested.clone();
+                async move { engine.verify_image(&image, None).await.verdict.is_allowed() }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    drop(adir);
     let mut g = c.benchmark_group("warm");
     g.bench_function("verify-signed-image", |b| {
         b.to_async(rt)
