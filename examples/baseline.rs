@@ -25,9 +25,7 @@ async fn main() {
     .unwrap();
     let router = axum::Router::new().route(
         "/imagepolicy",
-        post(|_body: axum::body::Bytes| async {
-            ([("content-type", "application/json")], ANSWER)
-        }),
+        post(|_body: axum::body::Bytes| async { ([("content-type", "application/json")], ANSWER) }),
     );
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(Arc::clone(&tls));

@@ -48,7 +48,11 @@ impl Engine {
     }
 
     pub fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
-        let registry = RegistryClient::new(config.registries.clone(), config.limits)?;
+        let registry = RegistryClient::with_outcomes(
+            config.registries.clone(),
+            config.limits,
+            Some(metrics.registry_requests.clone()),
+        )?;
         Ok(Self {
             policy: config.policy.clone(),
             registry,

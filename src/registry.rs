@@ -18,7 +18,11 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Client, StatusCode};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::reference::{Digest, Repository};
+use crate::telemetry::OutcomeLabel;
 use crate::verdict::RegistryFailure;
 use auth::{Challenge, Credentials, TokenResponse};
 use manifest::{Descriptor, Manifest};
@@ -224,6 +228,8 @@ struct Inner {
     /// Hosts that asked for Basic auth: send it up front next time.
     basic_hosts: moka::sync::Cache<String, ()>,
     requests: AtomicU64,
+    /// Requests by outcome, for /metrics (absent in the CLI).
+    outcomes: Option<Family<OutcomeLabel, Counter>>,
 }
 
 /// Tokens are reused for at most this long (registries issue them for ≥ 60 s; Docker Hub 300 s).
@@ -235,6 +241,15 @@ impl RegistryClient {
     pub fn new(
         registries: HashMap<String, RegistrySettings>,
         limits: Limits,
+    ) -> Result<Self, RegistryError> {
+        Self::with_outcomes(registries, limits, None)
+    }
+
+    /// As `new`, counting every request's outcome in `outcomes`.
+    pub fn with_outcomes(
+        registries: HashMap<String, RegistrySettings>,
+        limits: Limits,
+        outcomes: Option<Family<OutcomeLabel, Counter>>,
     ) -> Result<Self, RegistryError> {
         let mut endpoints = HashMap::new();
         for (host, settings) in registries {
@@ -253,6 +268,7 @@ impl RegistryClient {
                     .build(),
                 basic_hosts: moka::sync::Cache::builder().max_capacity(1_000).build(),
                 requests: AtomicU64::new(0),
+                outcomes,
             }),
         })
     }
@@ -482,9 +498,27 @@ impl RegistryClient {
         }
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(url, "registry GET");
-        req.send()
+        let result = req
+            .send()
             .await
-            .map_err(|e| transport_error(url, e, self.inner.limits, TimeoutPhase::Answer))
+            .map_err(|e| transport_error(url, e, self.inner.limits, TimeoutPhase::Answer));
+        if let Some(outcomes) = &self.inner.outcomes {
+            let outcome = match &result {
+                Ok(r) => match r.status().as_u16() {
+                    200..=299 => "ok",
+                    401 => "challenge",
+                    403 => "forbidden",
+                    404 => "not_found",
+                    429 => "rate_limited",
+                    500..=599 => "server_error",
+                    _ => "other_status",
+                },
+                Err(RegistryError::Timeout { .. }) => "timeout",
+                Err(_) => "unreachable",
+            };
+            outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
+        }
+        result
     }
 
     /// Docker token auth: credentials go to the realm only when it is on the registry's own

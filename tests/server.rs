@@ -296,6 +296,15 @@ async fn fifty_concurrent_reviews_of_one_uncached_image_fetch_its_signature_once
     );
     let engine = w.state.engine.borrow().clone();
     assert_eq!(engine.registry().requests_made(), 3);
+    let m = w.state.metrics.encode();
+    assert!(
+        m.contains(r#"portcullis_registry_requests_total{outcome="ok"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"portcullis_verdict_cache_lookups_total{result="miss"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -362,6 +371,7 @@ async fn metrics_and_readiness_are_served() {
         "{m}"
     );
     assert!(m.contains("portcullis_review_duration_seconds"), "{m}");
+    assert!(m.contains("portcullis_registry_requests"), "{m}");
 }
 
 // --- A real TLS listener ---------------------------------------------------------------
