@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     listen: u16,
-    ops: u16,
 }
 
 impl Drop for Server {
@@ -41,7 +40,7 @@ async fn start(path: &std::path::Path, listen: u16, ops: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let s = Server { child, listen, ops };
+    let s = Server { child, listen };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{ops}/readyz")).await {
