@@ -71,6 +71,15 @@ cat > "$WORK/portcullis.yaml" <<EOF
 registries:
   "$REG": {insecure: true}
 rules:
+  - name: starter-attested          # signed, with SLSA provenance from our builder and an SBOM
+    images: ["$REG/starter/attested*"]
+    signatures: {keys: [$ROOT/fixtures/registry-starter/keys/trusted.pub]}
+    attestations:
+      - name: provenance
+        predicateType: https://slsa.dev/provenance/v1
+        authorities: [{key: $ROOT/fixtures/registry-starter/keys/trusted.pub}]
+        condition: 'predicate.runDetails.builder.id == "https://ci.starter.example/builder@v1"'
+      - {name: sbom, predicateType: https://cyclonedx.org/bom, authorities: [{key: $ROOT/fixtures/registry-starter/keys/trusted.pub}]}
   - name: starter-signed
     images: ["$REG/starter/**"]
     signatures: {keys: [$ROOT/fixtures/registry-starter/keys/trusted.pub]}
@@ -115,6 +124,8 @@ pods() {
   review "pod signed by a key nobody trusts" default "$REG/starter/signed-untrusted:v1"
   review "mixed pod: signed app, unsigned sidecar" default "$REG/starter/signed-cosign:v1" "$REG/starter/unsigned:v1"
   review "image from a registry no rule covers" default "docker.io/library/nginx:1.27"
+  review "attested image: SLSA provenance from our builder + CycloneDX SBOM" default "$REG/starter/attested:v1"
+  review "attested image built by an untrusted builder (CEL condition)" default "$REG/starter/attested-untrusted-builder:v1"
 }
 
 echo

@@ -8,7 +8,7 @@
 //! - **manifests**, keyed by (repository, tag or digest), for `resolveTTL`: tag → digest
 //!   resolution, bounded by total bytes.
 
-use std::future::Future;
+use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,9 +94,12 @@ impl VerdictCache {
 
     /// The cached verdict for `key`, or the result of `verify` — run once however many callers
     /// ask at the same time. Transient verdicts are returned but not stored.
-    pub async fn verdict<F>(&self, key: VerdictKey, verify: F) -> (Verdict, Source)
+    ///
+    /// `verify` makes the (boxed) verification only on a miss: the hit path neither builds nor
+    /// moves the large cold-path future.
+    pub async fn verdict<'a, F>(&self, key: VerdictKey, verify: F) -> (Verdict, Source)
     where
-        F: Future<Output = Verdict>,
+        F: FnOnce() -> BoxFuture<'a, Verdict>,
     {
         if let Some(v) = self.verdicts.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +108,7 @@ impl VerdictCache {
         let ran = AtomicBool::new(false);
         let init = async {
             ran.store(true, Ordering::Relaxed);
-            let v = verify.await;
+            let v = verify().await;
             if v.is_transient() {
                 Err(v)
             } else {
@@ -127,27 +130,33 @@ impl VerdictCache {
     }
 
     /// A manifest by (repository, tag or digest), fetched once per `resolveTTL` however many
-    /// callers ask at the same time.
-    pub async fn manifest<F>(
+    /// callers ask at the same time. A manifest fetched by tag is also stored under its digest,
+    /// so verifying it next costs no request.
+    pub async fn manifest<'a, F>(
         &self,
         repository: &Repository,
         reference: &str,
         fetch: F,
     ) -> Result<Arc<FetchedManifest>, Arc<RegistryError>>
     where
-        F: Future<Output = Result<FetchedManifest, RegistryError>>,
+        F: FnOnce() -> BoxFuture<'a, Result<FetchedManifest, RegistryError>>,
     {
+        let key = (repository.clone(), reference.to_owned());
+        if let Some(m) = self.manifests.get(&key).await {
+            return Ok(m);
+        }
         self.manifests
-            .try_get_with((repository.clone(), reference.to_owned()), async {
-                fetch.await.map(Arc::new)
+            .try_get_with(key, async {
+                let m = Arc::new(fetch().await?);
+                let by_digest = m.digest.to_string();
+                if by_digest != reference {
+                    self.manifests
+                        .insert((repository.clone(), by_digest), Arc::clone(&m))
+                        .await;
+                }
+                Ok(m)
             })
             .await
-    }
-
-    /// Stores a manifest under its digest (after a tag resolution).
-    pub async fn put_manifest(&self, repository: &Repository, manifest: Arc<FetchedManifest>) {
-        let key = (repository.clone(), manifest.digest.to_string());
-        self.manifests.insert(key, manifest).await;
     }
 
     pub fn invalidate_all(&self) {
@@ -189,13 +198,15 @@ mod tests {
     #[tokio::test]
     async fn caches_then_serves_from_cache_per_key() {
         let c = cache(60_000, 60_000);
-        let (_, s) = c.verdict(key(1), async { allowed() }).await;
+        let (_, s) = c.verdict(key(1), || Box::pin(async { allowed() })).await;
         assert_eq!(s, Source::Fresh);
-        let (v, s) = c.verdict(key(1), async { unreachable!() }).await;
+        let (v, s) = c
+            .verdict(key(1), || Box::pin(async { unreachable!() }))
+            .await;
         assert_eq!(s, Source::Cache);
         assert!(v.is_allowed());
         // Another rule fingerprint is another key.
-        let (_, s) = c.verdict(key(2), async { allowed() }).await;
+        let (_, s) = c.verdict(key(2), || Box::pin(async { allowed() })).await;
         assert_eq!(s, Source::Fresh);
     }
 
@@ -208,18 +219,20 @@ mod tests {
                 detail: String::new(),
             })
         };
-        let (v, _) = c.verdict(key(1), async { transient() }).await;
+        let (v, _) = c.verdict(key(1), || Box::pin(async { transient() })).await;
         assert!(v.is_transient());
-        let (_, s) = c.verdict(key(1), async { allowed() }).await;
+        let (_, s) = c.verdict(key(1), || Box::pin(async { allowed() })).await;
         assert_eq!(s, Source::Fresh);
     }
 
     #[tokio::test]
     async fn allow_and_deny_ttls_differ() {
         let c = cache(60_000, 50);
-        c.verdict(key(1), async { allowed() }).await;
-        c.verdict(key(2), async { Verdict::deny(DenyReason::NoRuleMatches) })
-            .await;
+        c.verdict(key(1), || Box::pin(async { allowed() })).await;
+        c.verdict(key(2), || {
+            Box::pin(async { Verdict::deny(DenyReason::NoRuleMatches) })
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         c.verdicts.run_pending_tasks().await;
         assert!(c.verdicts.get(&key(1)).await.is_some());
@@ -235,10 +248,12 @@ mod tests {
                 let c = Arc::clone(&c);
                 let runs = Arc::clone(&runs);
                 tokio::spawn(async move {
-                    c.verdict(key(1), async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        allowed()
+                    c.verdict(key(1), || {
+                        Box::pin(async move {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            allowed()
+                        })
                     })
                     .await
                 })

@@ -238,18 +238,20 @@ impl Engine {
             digest: digest.clone(),
             rule_fingerprint: rule.fingerprint,
         };
-        let fresh = async {
-            let started = std::time::Instant::now();
-            // Pinned by digest: make sure the image exists in this repository (by tag: it
-            // was just resolved, and the manifest cache answers).
-            let v = match self.manifest(reference, &digest.to_string()).await {
-                Ok(m) => self.evaluate(reference, &m, rule, policy).await,
-                Err(e) => Verdict::deny(DenyReason::from_registry(&e)),
-            };
-            self.metrics
-                .verification_seconds
-                .observe(started.elapsed().as_secs_f64());
-            v
+        let fresh = || -> futures_util::future::BoxFuture<'_, Verdict> {
+            Box::pin(async {
+                let started = std::time::Instant::now();
+                // Pinned by digest: make sure the image exists in this repository (by tag: it
+                // was just resolved, and the manifest cache answers).
+                let v = match self.manifest(reference, &digest.to_string()).await {
+                    Ok(m) => self.evaluate(reference, &m, rule, policy).await,
+                    Err(e) => Verdict::deny(DenyReason::from_registry(&e)),
+                };
+                self.metrics
+                    .verification_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                v
+            })
         };
         let (v, source) = self.cache.verdict(key, fresh).await;
         let result = match source {
@@ -272,18 +274,11 @@ impl Engine {
         manifest_ref: &str,
     ) -> Result<Arc<FetchedManifest>, Arc<RegistryError>> {
         let repo = reference.repository();
-        let m = self
-            .cache
-            .manifest(
-                repo,
-                manifest_ref,
-                self.registry.fetch_manifest(repo, manifest_ref),
-            )
-            .await?;
-        if manifest_ref != m.digest.to_string() {
-            self.cache.put_manifest(repo, Arc::clone(&m)).await;
-        }
-        Ok(m)
+        self.cache
+            .manifest(repo, manifest_ref, || {
+                Box::pin(self.registry.fetch_manifest(repo, manifest_ref))
+            })
+            .await
     }
 }
 

@@ -22,7 +22,7 @@ pub struct ImageReview {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ImageReviewSpec::is_empty")]
     pub spec: ImageReviewSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ImageReviewStatus>,
@@ -31,12 +31,18 @@ pub struct ImageReview {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReviewSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<Vec<ImageReviewContainerSpec>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl ImageReviewSpec {
+    fn is_empty(&self) -> bool {
+        self.containers.is_none() && self.annotations.is_none() && self.namespace.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -163,6 +169,7 @@ mod tests {
         status.audit_annotations.insert("k".into(), "v".into());
         let json = serde_json::to_string(&ImageReview::answer(status)).unwrap();
         assert!(json.contains(r#""apiVersion":"imagepolicy.k8s.io/v1alpha1""#));
+        assert!(!json.contains("spec"), "{json}");
         assert!(
             json.contains(
                 r#""status":{"allowed":false,"reason":"no","auditAnnotations":{"k":"v"}}"#
