@@ -37,6 +37,16 @@ pub enum Source {
     Coalesced,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Cache => "cache",
+            Self::Coalesced => "coalesced",
+        }
+    }
+}
+
 /// Counters for /metrics.
 #[derive(Debug, Default)]
 pub struct CacheStats {

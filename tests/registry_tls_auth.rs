@@ -14,45 +14,39 @@ fn config(registry: &str, settings: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn verifies_through_a_tls_registry_with_a_private_ca() {
-    let ca = pki::Ca::new("portcullis test registry CA");
+/// Verifies `starter/signed-cosign:v1` on a TLS registry whose certificate `server_ca` signed,
+/// with Portcullis trusting only `trusted_ca` for that registry.
+async fn verify_over_tls(
+    server_ca: &pki::Ca,
+    trusted_ca: &pki::Ca,
+) -> portcullis::verdict::ImageVerdict {
     let reg = TestRegistry::start(RegistryOptions {
         starter: true,
-        tls: Some(ca.server()),
+        tls: Some(server_ca.server()),
         ..Default::default()
     })
     .await;
     let (dir, _) = common::write_config("");
     let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    std::fs::write(&ca_path, &trusted_ca.cert_pem).unwrap();
     let settings = format!("{{ca: {:?}}}", ca_path.display().to_string());
     let (_d, engine) = engine(&config(&reg.addr, &settings));
-    let v = engine
+    engine
         .verify_image(&format!("{}/starter/signed-cosign:v1", reg.addr), None)
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn verifies_through_a_tls_registry_with_a_private_ca() {
+    let ca = pki::Ca::new("portcullis test registry CA");
+    let v = verify_over_tls(&ca, &ca).await;
     assert!(v.verdict.is_allowed(), "{v}");
     assert_eq!(v.digest.as_deref(), Some(DIGEST));
 }
 
 #[tokio::test]
 async fn a_tls_registry_signed_by_another_ca_is_denied_as_unreachable() {
-    let ca = pki::Ca::new("registry CA");
-    let other = pki::Ca::new("some other CA");
-    let reg = TestRegistry::start(RegistryOptions {
-        starter: true,
-        tls: Some(ca.server()),
-        ..Default::default()
-    })
-    .await;
-    let (dir, _) = common::write_config("");
-    let ca_path = dir.path().join("other.pem");
-    std::fs::write(&ca_path, &other.cert_pem).unwrap();
-    let settings = format!("{{ca: {:?}}}", ca_path.display().to_string());
-    let (_d, engine) = engine(&config(&reg.addr, &settings));
-    let v = engine
-        .verify_image(&format!("{}/starter/signed-cosign:v1", reg.addr), None)
-        .await;
+    let v = verify_over_tls(&pki::Ca::new("registry CA"), &pki::Ca::new("some other CA")).await;
     assert!(!v.verdict.is_allowed());
     assert!(v.to_string().contains("registry unreachable"), "{v}");
     assert!(v.to_string().to_lowercase().contains("certificate"), "{v}");

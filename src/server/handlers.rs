@@ -108,11 +108,7 @@ pub async fn review(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 } else {
                     "denied"
                 },
-                source: match v.source {
-                    Source::Fresh => "fresh",
-                    Source::Cache => "cache",
-                    Source::Coalesced => "coalesced",
-                },
+                source: v.source.as_str(),
             })
             .inc();
     }
@@ -205,14 +201,7 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
                 AllowBasis::Warned { rule, reasons } => {
                     out.insert(
                         "warning".to_owned(),
-                        format!(
-                            "rule {rule} (warn mode): {}",
-                            reasons
-                                .iter()
-                                .map(DenyReason::kind)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        ),
+                        format!("rule {rule} (warn mode): {}", kinds(reasons)),
                     );
                     "WARN".to_owned()
                 }
@@ -223,14 +212,7 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
                     "BREAK-GLASS".to_owned()
                 }
             },
-            Verdict::Denied { reasons } => format!(
-                "denied: {}",
-                reasons
-                    .iter()
-                    .map(DenyReason::kind)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+            Verdict::Denied { reasons } => format!("denied: {}", kinds(reasons)),
         };
         let name = v.reference.as_deref().unwrap_or(&v.image);
         let digest = v
@@ -238,11 +220,7 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
             .as_deref()
             .map(|d| format!("@{d}"))
             .unwrap_or_default();
-        let source = match v.source {
-            Source::Fresh => "fresh",
-            Source::Cache => "cache",
-            Source::Coalesced => "coalesced",
-        };
+        let source = v.source.as_str();
         out.insert(
             format!("image-{i}"),
             format!("{name}{digest} {what} [{source}]"),
@@ -250,6 +228,14 @@ fn audit_annotations(verdicts: &[ImageVerdict], allowed: bool) -> BTreeMap<Strin
     }
     out.retain(|k, _| valid_audit_key(k));
     out
+}
+
+fn kinds(reasons: &[DenyReason]) -> String {
+    reasons
+        .iter()
+        .map(DenyReason::kind)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn log_review(
