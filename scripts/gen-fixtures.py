@@ -135,13 +135,16 @@ def main() -> None:
         write_key(name, k)
 
     def sign(key_name: str, data: bytes) -> str:
-        k = keys[key_name]
+        k = keys["rsa" if key_name == "rsa-pss" else key_name]
         if key_name in ("p256", "stranger"):
             sig = k.sign(data, ec.ECDSA(hashes.SHA256()))
         elif key_name == "p384":
             sig = k.sign(data, ec.ECDSA(hashes.SHA384()))
         elif key_name == "rsa":
             sig = k.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        elif key_name == "rsa-pss":
+            pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+            sig = keys["rsa"].sign(data, pss, hashes.SHA256())
         else:
             sig = k.sign(data)
         return base64.b64encode(sig).decode()
@@ -166,12 +169,13 @@ def main() -> None:
                       "keys": [f"independent-{k}.pub" for k in keys_used],
                       "expect": expect, "reason_contains": reason})
 
-    # Positive controls: each key type, signed over the exact payload bytes.
-    for kt in ("p256", "p384", "rsa", "ed25519"):
+    # Positive controls: each key type, signed over the exact payload bytes (RSA twice:
+    # PKCS#1 v1.5, what cosign signs with, and PSS with a digest-length salt).
+    for kt in ("p256", "p384", "rsa", "rsa-pss", "ed25519"):
         repo, d = push_image(f"signed-{kt}")
         p = payload(repo, d)
         push_sig(repo, d, [(p, sign(kt, p), SIMPLE_SIGNING)])
-        case(f"signed-{kt}", repo, d, "allow", None, (kt,))
+        case(f"signed-{kt}", repo, d, "allow", None, ("rsa" if kt == "rsa-pss" else kt,))
 
     # Tampered payload: signed, then one byte changed (layer digest matches the new bytes).
     repo, d = push_image("tampered-payload")
