@@ -157,6 +157,54 @@ fn cold(c: &mut Criterion, rt: &tokio::runtime::Runtime, reg: &common::TestRegis
     });
     g.finish();
     drop(adir);
+    // The whole webhook handler in process (no TLS, no sockets): a cached signed image against
+    // a rule that allows everything without I/O.
+    let handler = |yaml: &str| {
+        let (dir, path) = common::write_config(yaml);
+        let config = portcullis::config::load(&path).unwrap();
+        let metrics = std::sync::Arc::new(portcullis::telemetry::Metrics::new());
+        let engine = std::sync::Arc::new(
+            portcullis::engine::Engine::with_metrics(&config, std::sync::Arc::clone(&metrics))
+                .unwrap(),
+        );
+        let (tx, rx) = tokio::sync::watch::channel(engine);
+        std::mem::forget(tx);
+        let state = portcullis::server::AppState::new(&config, rx, metrics);
+        (
+            dir,
+            portcullis::server::router(state, "/imagepolicy", 1 << 20),
+        )
+    };
+    let review = format!(
+        r#"{{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{{}},"spec":{{"containers":[{{"image":"{image}"}}],"namespace":"default"}},"status":{{"allowed":false}}}}"#
+    );
+    let post = |router: axum::Router| {
+        let review = review.clone();
+        async move {
+            use tower::ServiceExt as _;
+            let req = axum::http::Request::post("/imagepolicy")
+                .body(axum::body::Body::from(review))
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap()
+        }
+    };
+    let (d1, verified) = handler(&yaml);
+    let (d2, allow_all) = handler("rules: [{name: all, images: [\"**\"], action: allow}]\n");
+    assert!(
+        String::from_utf8_lossy(&rt.block_on(post(verified.clone()))).contains(r#""allowed":true"#)
+    );
+    let mut g = c.benchmark_group("handler");
+    g.bench_function("allow-all-rule", |b| {
+        b.to_async(rt).iter(|| post(allow_all.clone()))
+    });
+    g.bench_function("cached-signed-image", |b| {
+        b.to_async(rt).iter(|| post(verified.clone()))
+    });
+    g.finish();
+    drop((d1, d2));
     let mut g = c.benchmark_group("warm");
     g.bench_function("verify-signed-image", |b| {
         b.to_async(rt)
