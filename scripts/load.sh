@@ -45,7 +45,7 @@ server:
   metricsListen: 127.0.0.1:$MPORT
 cache: {allowTTL: 5m, denyTTL: 30s}
 YAML
-RUST_LOG=warn "$BIN" serve --config "$WORK/portcullis.yaml" >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" serve --config "$WORK/portcullis.yaml" >/dev/null 2>&1 & PIDS+=($!)
 "$BASE" "127.0.0.1:$BPORT" "$WORK/tls/server.crt" "$WORK/tls/server.key" & PIDS+=($!)
 wait_http "http://127.0.0.1:$MPORT/readyz"
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null && break; sleep 0.1; done
