@@ -20,8 +20,9 @@ pub const BREAK_GLASS_ANNOTATION: &str = "alpha.image-policy.k8s.io/break-glass"
 pub struct ImageReview {
     pub api_version: String,
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
+    /// Not read (and not parsed beyond skipping it).
+    #[serde(default, skip_serializing)]
+    pub metadata: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing_if = "ImageReviewSpec::is_empty")]
     pub spec: ImageReviewSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]

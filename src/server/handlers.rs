@@ -244,32 +244,37 @@ fn log_review(
     allowed: bool,
     elapsed: std::time::Duration,
 ) {
-    let images: Vec<String> = verdicts
-        .iter()
-        .map(|v| {
-            format!(
-                "{}{} {}",
-                v.reference.as_deref().unwrap_or(&v.image),
-                v.digest
-                    .as_deref()
-                    .map(|d| format!("@{d}"))
-                    .unwrap_or_default(),
-                if v.verdict.is_allowed() {
-                    "allowed"
-                } else {
-                    "denied"
-                }
-            )
-        })
-        .collect();
     tracing::info!(
         namespace = ctx.namespace.as_deref().unwrap_or(""),
         allowed,
-        images = ?images,
+        images = %ImagesField(verdicts),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         break_glass = ctx.break_glass,
         "review"
     );
+}
+
+/// `ref@digest allowed, ref denied`, formatted only when the log line is written.
+struct ImagesField<'a>(&'a [ImageVerdict]);
+
+impl std::fmt::Display for ImagesField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(v.reference.as_deref().unwrap_or(&v.image))?;
+            if let Some(d) = &v.digest {
+                write!(f, "@{d}")?;
+            }
+            f.write_str(if v.verdict.is_allowed() {
+                " allowed"
+            } else {
+                " denied"
+            })?;
+        }
+        Ok(())
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
