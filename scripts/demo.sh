@@ -113,7 +113,7 @@ review() { # title namespace images...
   if [[ $answer == *'"allowed":true'* ]]; then echo "    => ALLOWED"; else echo "    => DENIED"; fi
   local reason
   reason=$(sed -n 's/.*"reason":"\(\([^"\\]\|\\.\)*\)".*/\1/p' <<<"$answer")
-  [ -n "$reason" ] && echo "    reason: $reason"
+  [ -n "$reason" ] && echo "    reason: ${reason//\\\"/\"}"
   sed -n 's/.*"auditAnnotations":{\(.*\)}}}/\1/p' <<<"$answer" | tr ',' '\n' | sed 's/^/    audit: /'
 }
 
