@@ -514,6 +514,36 @@ mod tests {
     }
 
     #[test]
+    fn platforms_mode_needs_signatures_and_thresholds_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "k.pub", KEY);
+        write(
+            dir.path(),
+            "c.yaml",
+            r#"
+rules:
+  - name: a
+    images: ["a.io/**"]
+    multiArch: platforms
+    attestations: [{name: p, predicateType: t, authorities: [{key: k.pub}]}]
+  - name: b
+    images: ["b.io/**"]
+    signatures: {threshold: 3, keys: [k.pub, k.pub]}
+"#,
+        );
+        let err = load(&dir.path().join("c.yaml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["rules[0].multiArch", "rules[1].signatures.threshold"],
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "c.yaml", "rulez: []\n");

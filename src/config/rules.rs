@@ -197,6 +197,12 @@ pub(super) fn verify_policy(
             MultiArch::Index
         }
     };
+    if multi_arch == MultiArch::Platforms && signatures.is_none() {
+        c.problem(
+            at("multiArch"),
+            "platforms checks each platform's signatures: it needs signatures",
+        );
+    }
     VerifyPolicy {
         signatures,
         attestations,
