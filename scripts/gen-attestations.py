@@ -22,14 +22,13 @@ Usage (from the repository root):
 
 import base64
 import copy
-import gzip
-import hashlib
-import io
 import json
 import os
 import sys
-import tarfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ocifixture  # noqa: E402
+from ocifixture import OCI_CONFIG, OCI_MANIFEST  # noqa: E402
 import cryptography
 import in_toto
 import securesystemslib
@@ -44,9 +43,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fixtures", "attestations")
 KEYS = os.path.join(ROOT, "keys")
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -81,7 +77,7 @@ rules:
 defaultAction: deny
 """
 
-blobs = {}
+blobs = ocifixture.Blobs()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,53 +85,16 @@ blobs = {}
 
 
 def add_blob(data: bytes) -> dict:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    blobs[digest] = base64.b64encode(data).decode()
-    return {"digest": digest, "size": len(data)}
+    return blobs.add(data)
 
 
 def compact(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def layer_tar(name: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        body = f"portcullis attestation fixture {name}\n".encode()
-        info = tarfile.TarInfo("fixture.txt")
-        info.size = len(body)
-        info.mtime = 1717200000
-        tar.addfile(info, io.BytesIO(body))
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-        gz.write(buf.getvalue())
-    return out.getvalue()
-
-
-def manifest_bytes(config: dict, layers: list) -> bytes:
-    return compact({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers})
-
-
 def image(name: str) -> tuple[bytes, str]:
     """A tiny deterministic OCI image; returns (manifest bytes, digest)."""
-    layer = layer_tar(name)
-    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "2024-06-01T00:00:00Z",
-            "config": {"Labels": {"org.example.portcullis.fixture": f"attest/{name}"}},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
-    manifest = manifest_bytes(
-        {"mediaType": OCI_CONFIG, **add_blob(config)},
-        [{"mediaType": OCI_LAYER, **add_blob(layer)}],
-    )
-    return manifest, "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return ocifixture.image(blobs, f"portcullis attestation fixture {name}\n", f"attest/{name}")
 
 
 def cosign_config(layer_digests: list) -> bytes:

@@ -13,13 +13,13 @@ Usage: python3 scripts/gen-fixtures.py   (from the repository root; needs python
 """
 
 import base64
-import gzip
-import hashlib
-import io
 import json
 import os
-import tarfile
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ocifixture  # noqa: E402
+from ocifixture import OCI_CONFIG, OCI_MANIFEST, manifest_bytes  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -27,62 +27,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fixtures", "independent")
 KEYS = os.path.join(ROOT, "keys")
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
 
-blobs = {}
+blobs = ocifixture.Blobs()
 
 
 def add_blob(data: bytes) -> dict:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    blobs[digest] = base64.b64encode(data).decode()
-    return {"digest": digest, "size": len(data)}
-
-
-def layer_tar(name: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        body = f"portcullis independent fixture {name}\n".encode()
-        info = tarfile.TarInfo("fixture.txt")
-        info.size = len(body)
-        info.mtime = 1717200000
-        tar.addfile(info, io.BytesIO(body))
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-        gz.write(buf.getvalue())
-    return out.getvalue()
+    return blobs.add(data)
 
 
 def image(name: str) -> tuple[bytes, str]:
     """A tiny deterministic OCI image; returns (manifest bytes, digest)."""
-    layer = layer_tar(name)
-    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "2024-06-01T00:00:00Z",
-            "config": {"Labels": {"org.example.portcullis.fixture": name}},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
-    manifest = manifest_bytes(
-        {"mediaType": OCI_CONFIG, **add_blob(config)},
-        [{"mediaType": OCI_LAYER, **add_blob(layer)}],
-    )
-    return manifest, "sha256:" + hashlib.sha256(manifest).hexdigest()
-
-
-def manifest_bytes(config: dict, layers: list) -> bytes:
-    return json.dumps(
-        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers},
-        separators=(",", ":"),
-    ).encode()
+    return ocifixture.image(blobs, f"portcullis independent fixture {name}\n", name)
 
 
 def payload(repo: str, digest: str, kind: str = "cosign container image signature") -> bytes:

@@ -9,7 +9,7 @@
 //!   resolution, bounded by total bytes.
 
 use futures_util::future::BoxFuture;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,14 +47,6 @@ impl Source {
     }
 }
 
-/// Counters for /metrics.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub coalesced: AtomicU64,
-}
-
 struct VerdictExpiry {
     allow: Duration,
     deny: Duration,
@@ -78,7 +70,6 @@ impl moka::Expiry<VerdictKey, Arc<Verdict>> for VerdictExpiry {
 pub struct VerdictCache {
     verdicts: moka::future::Cache<VerdictKey, Arc<Verdict>>,
     manifests: moka::future::Cache<(Repository, String), Arc<FetchedManifest>>,
-    pub stats: CacheStats,
 }
 
 impl VerdictCache {
@@ -98,7 +89,6 @@ impl VerdictCache {
                 })
                 .time_to_live(config.resolve_ttl)
                 .build(),
-            stats: CacheStats::default(),
         }
     }
 
@@ -112,7 +102,6 @@ impl VerdictCache {
         F: FnOnce() -> BoxFuture<'a, Verdict>,
     {
         if let Some(v) = self.verdicts.get(&key).await {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return ((*v).clone(), Source::Cache);
         }
         let ran = AtomicBool::new(false);
@@ -127,10 +116,8 @@ impl VerdictCache {
         };
         let result = self.verdicts.entry(key).or_try_insert_with(init).await;
         let source = if ran.load(Ordering::Relaxed) {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
             Source::Fresh
         } else {
-            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             Source::Coalesced
         };
         match result {
@@ -167,11 +154,6 @@ impl VerdictCache {
                 Ok(m)
             })
             .await
-    }
-
-    pub fn invalidate_all(&self) {
-        self.verdicts.invalidate_all();
-        self.manifests.invalidate_all();
     }
 }
 
@@ -273,6 +255,5 @@ mod tests {
             assert!(t.await.unwrap().0.is_allowed());
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert_eq!(c.stats.misses.load(Ordering::Relaxed), 1);
     }
 }

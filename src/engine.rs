@@ -71,17 +71,8 @@ impl Engine {
         &self.policy
     }
 
-    pub fn cache(&self) -> &VerdictCache {
-        &self.cache
-    }
-
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Per-image verification deadline (`server.reviewTimeout`).
-    pub fn deadline(&self) -> Duration {
-        self.deadline
     }
 
     /// Decides one image in `namespace` (see [`Engine::decide`]).

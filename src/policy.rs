@@ -71,14 +71,34 @@ impl ImageGlob {
     }
 
     pub fn matches(&self, image: &ImageRef) -> bool {
-        let name = image.repository().to_string();
-        let parts: Vec<&str> = name.split('/').collect();
-        if !match_segments(&self.segments, &parts) {
+        self.matches_subject(&Subject::of(image))
+    }
+
+    fn matches_subject(&self, subject: &Subject<'_>) -> bool {
+        if !match_segments(&self.segments, &subject.parts) {
             return false;
         }
         match &self.tag {
             None => true,
-            Some(t) => image.tag().is_some_and(|tag| wildcard(t, tag)),
+            Some(t) => subject.tag.is_some_and(|tag| wildcard(t, tag)),
+        }
+    }
+}
+
+/// An image split into the segments globs match, once per lookup (not once per glob).
+struct Subject<'a> {
+    parts: Vec<&'a str>,
+    tag: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    fn of(image: &'a ImageRef) -> Self {
+        let repo = image.repository();
+        let mut parts = vec![repo.registry()];
+        parts.extend(repo.path().split('/'));
+        Self {
+            parts,
+            tag: image.tag(),
         }
     }
 }
@@ -215,12 +235,16 @@ impl Rule {
     /// Whether this rule governs `image` in `namespace` (`None`: not known, as in the CLI;
     /// then rules restricted to namespaces do not apply).
     pub fn governs(&self, image: &ImageRef, namespace: Option<&str>) -> bool {
+        self.governs_subject(&Subject::of(image), namespace)
+    }
+
+    fn governs_subject(&self, subject: &Subject<'_>, namespace: Option<&str>) -> bool {
         let ns_ok = match (&self.namespaces, namespace) {
             (None, _) => true,
             (Some(list), Some(ns)) => list.iter().any(|n| n == ns),
             (Some(_), None) => false,
         };
-        ns_ok && self.images.iter().any(|g| g.matches(image))
+        ns_ok && self.images.iter().any(|g| g.matches_subject(subject))
     }
 
     /// A fingerprint of everything that decides this rule's verdicts: its config text and
@@ -255,9 +279,10 @@ pub struct Policy {
 impl Policy {
     /// The first rule that governs `image`, else the default action.
     pub fn find(&self, image: &ImageRef, namespace: Option<&str>) -> Match<'_> {
+        let subject = Subject::of(image);
         self.rules
             .iter()
-            .find(|r| r.governs(image, namespace))
+            .find(|r| r.governs_subject(&subject, namespace))
             .map_or(Match::Default(self.default_action), Match::Rule)
     }
 }
